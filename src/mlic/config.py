@@ -1,0 +1,280 @@
+"""Typed configuration: one frozen dataclass per params.yaml section, loaded and checked once.
+
+Unknown keys, missing keys and wrong types are errors that name the key. Cross-field checks run in
+`__post_init__`. Every stage receives the same `Config`, and saves it (resolved) next to its outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mlic.errors import ConfigError
+from mlic.io import write_text
+
+DEFAULT_PARAMS = "params.yaml"
+
+
+def _fail(key: str, message: str, fix: str | None = None) -> typing.NoReturn:
+    raise ConfigError(f"{key}: {message}", path=DEFAULT_PARAMS, fix=fix)
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """The embedded synthetic Planet-like competition (stage `sample`)."""
+
+    out_dir: str = "data/raw/sample"
+    n_train: int = 2000
+    n_test: int = 600
+    image_size: int = 64
+    jpeg_quality: int = 95
+    seed: int = 0
+    num_workers: int = 2
+
+    def __post_init__(self):
+        if self.n_train < 10 or self.n_test < 1:
+            _fail("sample.n_train", "needs at least 10 training and 1 test chips")
+        if self.image_size < 32:
+            _fail("sample.image_size", f"must be >= 32, got {self.image_size}")
+        if not 1 <= self.jpeg_quality <= 100:
+            _fail("sample.jpeg_quality", f"must be in 1..100, got {self.jpeg_quality}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which competition to read, and where its raw files are."""
+
+    competition: str = "planet"
+    root: str = "data/raw/sample"
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """Label matrix and resized uint8 image cache (stage `prepare`)."""
+
+    out_dir: str = "data/processed/prepare"
+    image_size: int = 64
+    num_workers: int = 2
+
+    def __post_init__(self):
+        if self.image_size < 16:
+            _fail("prepare.image_size", f"must be >= 16, got {self.image_size}")
+        if self.num_workers < 1:
+            _fail("prepare.num_workers", f"must be >= 1, got {self.num_workers}")
+
+
+@dataclass(frozen=True)
+class FoldsConfig:
+    """Multilabel-stratified k-fold split (stage `folds`)."""
+
+    out_file: str = "data/processed/folds.csv"
+    n_splits: int = 3
+    seed: int = 42
+
+    def __post_init__(self):
+        if self.n_splits < 2:
+            _fail("folds.n_splits", f"must be >= 2, got {self.n_splits}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which registered model to build, and its knobs."""
+
+    name: str = "baseline"
+    backbone: str = "resnet18"
+    pretrained: bool = False
+    pretrained_file: str | None = None
+    extra_filters: int = 128
+    drop_rate: float = 0.0
+
+    def __post_init__(self):
+        if self.pretrained_file is not None and not self.pretrained:
+            _fail("model.pretrained_file", "is set but model.pretrained is false", "set model.pretrained: true")
+        if self.extra_filters < 1:
+            _fail("model.extra_filters", f"must be >= 1, got {self.extra_filters}")
+        if not 0.0 <= self.drop_rate < 1.0:
+            _fail("model.drop_rate", f"must be in [0, 1), got {self.drop_rate}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training one model on one fold, then out-of-fold and test prediction with TTA (stage `train`)."""
+
+    out_dir: str = "data/processed/train"
+    folds: tuple[int, ...] = (0, 1, 2)
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    optimizer: str = "adamw"
+    loss: str = "bce"
+    augment: str = "dihedral"
+    tta: str = "flips"
+    amp: bool = True
+    device: str = "auto"
+    num_workers: int = 0
+    seed: int = 42
+
+    def __post_init__(self):
+        if not self.folds or len(set(self.folds)) != len(self.folds):
+            _fail("train.folds", f"must be a non-empty list of distinct fold ids, got {list(self.folds)}")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                _fail(f"train.{name}", f"must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            _fail("train.lr", f"must be > 0, got {self.lr}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            _fail("train.device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+
+@dataclass(frozen=True)
+class ThresholdsConfig:
+    """Per-class decision thresholds fitted on out-of-fold predictions for the F-beta metric."""
+
+    out_file: str = "data/processed/thresholds.json"
+    method: str = "per_class"
+    beta: float = 2.0
+    grid_step: float = 0.01
+    min_labels: int = 1
+
+    def __post_init__(self):
+        if not 0 < self.grid_step <= 0.5:
+            _fail("thresholds.grid_step", f"must be in (0, 0.5], got {self.grid_step}")
+        if self.beta <= 0:
+            _fail("thresholds.beta", f"must be > 0, got {self.beta}")
+        if self.min_labels < 0:
+            _fail("thresholds.min_labels", f"must be >= 0, got {self.min_labels}")
+
+
+@dataclass(frozen=True)
+class SubmitConfig:
+    """Submission CSV writing (stage `submit`); the file is `<out_dir>/<competition>-<model>.csv`."""
+
+    out_dir: str = "submissions"
+    predictions_dir: str = "data/processed/submit"
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Metrics file and plots on out-of-fold predictions (stage `evaluate`)."""
+
+    out_dir: str = "reports"
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole of params.yaml."""
+
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    folds: FoldsConfig = field(default_factory=FoldsConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    thresholds: ThresholdsConfig = field(default_factory=ThresholdsConfig)
+    submit: SubmitConfig = field(default_factory=SubmitConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+    def __post_init__(self):
+        bad = [f for f in self.train.folds if not 0 <= f < self.folds.n_splits]
+        if bad:
+            _fail("train.folds", f"fold ids {bad} are outside 0..{self.folds.n_splits - 1} (folds.n_splits)")
+
+    def fold_dir(self, fold: int) -> Path:
+        """Where `train` writes the checkpoint and predictions of one fold."""
+        return Path(self.train.out_dir) / f"fold_{fold}"
+
+    @property
+    def submission_path(self) -> Path:
+        """The submission file, `<submit.out_dir>/<competition>-<model>.csv` (dvc.yaml uses the same template)."""
+        return Path(self.submit.out_dir) / f"{self.data.competition}-{self.model.name}.csv"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict, as in params.yaml (tuples become lists)."""
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _coerce(key: str, hint: Any, value: Any) -> Any:
+    """Check `value` against a type hint, converting only where YAML is ambiguous (1e-3 is a string in YAML 1.1)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        return _coerce(key, next(a for a in args if a is not type(None)), value)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            _fail(key, f"expected a list, got {value!r}")
+        return tuple(_coerce(f"{key}[{i}]", args[0], v) for i, v in enumerate(value))
+    if hint is float and not isinstance(value, bool):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            pass
+    if hint in (bool, int, str) and type(value) is hint:  # exact type: YAML's `yes` is no int, and 1 is no bool
+        return value
+    _fail(key, f"expected {getattr(hint, '__name__', hint)}, got {value!r} ({type(value).__name__})")
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    """Build dataclass `cls` from a mapping, rejecting unknown keys with a did-you-mean hint."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        _fail(prefix or "params", f"expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            _fail(full, "unknown key" + (f"; did you mean {close[0]!r}?" if close else ""), f"known: {', '.join(names)}")
+        hint = hints[key]
+        kwargs[key] = _build(hint, value, full) if dataclasses.is_dataclass(hint) else _coerce(full, hint, value)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Build and check a Config from a params mapping; missing keys take their defaults."""
+    return _build(Config, data, "")
+
+
+def load_config(path: str | Path = DEFAULT_PARAMS) -> Config:
+    """Load params.yaml into a checked, frozen Config.
+
+    Raises:
+        ConfigError: If the file is missing, is not YAML, or has an unknown, mistyped or inconsistent key.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("params file not found", path=path, fix="run from the project root, or pass --params")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError(f"not valid YAML: {exc}", path=path, row=mark.line + 1 if mark else None) from None
+    try:
+        return config_from_dict(data or {})
+    except ConfigError as exc:
+        exc.path = path
+        raise ConfigError(exc.message, path=path, fix=exc.fix) from None
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config (every key, defaults filled in) as YAML, atomically."""
+    write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,0 +1,30 @@
+"""User-facing errors: one clear message naming the file, the row and the fix, never a traceback."""
+
+from __future__ import annotations
+
+
+class MlicError(Exception):
+    """An error caused by the user's input or configuration, reported without a traceback.
+
+    Args:
+        message: What is wrong.
+        path: The file concerned, if any.
+        row: The 1-based line (or row) in that file, if any.
+        fix: What the user should do about it.
+    """
+
+    def __init__(self, message: str, *, path: object = None, row: int | None = None, fix: str | None = None):
+        self.message, self.path, self.row, self.fix = message, path, row, fix
+        super().__init__(self.format())
+
+    def format(self) -> str:
+        """Render as `file:row: message (fix: ...)`."""
+        where = ""
+        if self.path is not None:
+            where = f"{self.path}:{self.row}: " if self.row is not None else f"{self.path}: "
+        tail = f"\n  fix: {self.fix}" if self.fix else ""
+        return f"{where}{self.message}{tail}"
+
+
+class ConfigError(MlicError):
+    """A problem in params.yaml: unknown key, wrong type or inconsistent values."""

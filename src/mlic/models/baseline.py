@@ -1,0 +1,62 @@
+"""The seed baseline: timm backbone -> one residual block with K filters -> global average pooling -> logits."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mlic.config import ModelConfig
+from mlic.errors import ConfigError
+from mlic.models.registry import create_backbone, feature_channels, register_model
+
+
+class ResidualBlock(nn.Module):
+    """Two 3x3 conv-BN layers with a projection shortcut, mapping `in_channels` to `filters` channels."""
+
+    def __init__(self, in_channels: int, filters: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, filters, 3, padding=1, bias=False),
+            nn.BatchNorm2d(filters),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(filters, filters, 3, padding=1, bias=False),
+            nn.BatchNorm2d(filters),
+        )
+        self.shortcut = (
+            nn.Identity()
+            if in_channels == filters
+            else nn.Sequential(nn.Conv2d(in_channels, filters, 1, bias=False), nn.BatchNorm2d(filters))
+        )
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.body(x) + self.shortcut(x))
+
+
+class BackboneResidualClassifier(nn.Module):
+    """Backbone feature map, an extra residual block, global average pooling and a linear layer per label.
+
+    It returns logits: the per-label sigmoid is applied by the loss (BCE-with-logits, numerically stable) and
+    at prediction time.
+    """
+
+    def __init__(self, backbone: nn.Module, filters: int, num_classes: int, drop_rate: float = 0.0):
+        super().__init__()
+        self.backbone = backbone
+        self.block = ResidualBlock(feature_channels(backbone), filters)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(drop_rate)
+        self.classifier = nn.Linear(filters, num_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.backbone.forward_features(images)
+        if features.ndim != 4:
+            raise ConfigError("model.backbone must be a CNN with a (N, C, H, W) feature map, e.g. resnet18")
+        pooled = self.pool(self.block(features)).flatten(1)
+        return self.classifier(self.dropout(pooled))
+
+
+@register_model("baseline")
+def baseline(cfg: ModelConfig, num_classes: int) -> nn.Module:
+    """timm backbone + residual block with `model.extra_filters` filters + GAP + sigmoid per label."""
+    return BackboneResidualClassifier(create_backbone(cfg), cfg.extra_filters, num_classes, cfg.drop_rate)
