@@ -243,7 +243,9 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         full = f"{prefix}.{key}" if prefix else str(key)
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
-            _fail(full, "unknown key" + (f"; did you mean {close[0]!r}?" if close else ""), f"known: {', '.join(names)}")
+            _fail(
+                full, "unknown key" + (f"; did you mean {close[0]!r}?" if close else ""), f"known: {', '.join(names)}"
+            )
         hint = hints[key]
         kwargs[key] = _build(hint, value, full) if dataclasses.is_dataclass(hint) else _coerce(full, hint, value)
     return cls(**kwargs)

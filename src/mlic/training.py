@@ -74,7 +74,9 @@ def make_runtime(cfg: TrainConfig, mean: Sequence[float], std: Sequence[float]) 
     if cfg.amp and device.type == "cuda":
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     shape = (1, 3, 1, 1)
-    return Runtime(device, torch.tensor(mean, device=device).view(shape), torch.tensor(std, device=device).view(shape), amp_dtype)
+    return Runtime(
+        device, torch.tensor(mean, device=device).view(shape), torch.tensor(std, device=device).view(shape), amp_dtype
+    )
 
 
 def seed_everything(seed: int) -> torch.Generator:

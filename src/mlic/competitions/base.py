@@ -54,7 +54,9 @@ def read_csv_checked(path: Path, columns: Sequence[str], what: str) -> pd.DataFr
         MlicError: Naming the file and what to do.
     """
     if not path.is_file():
-        raise MlicError(f"{what} file is missing", path=path, fix="check data.root in params.yaml, or run mlic download")
+        raise MlicError(
+            f"{what} file is missing", path=path, fix="check data.root in params.yaml, or run mlic download"
+        )
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:

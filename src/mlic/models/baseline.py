@@ -30,6 +30,7 @@ class ResidualBlock(nn.Module):
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, in_channels, H, W) -> (N, filters, H, W)."""
         return self.act(self.body(x) + self.shortcut(x))
 
 
@@ -49,6 +50,7 @@ class BackboneResidualClassifier(nn.Module):
         self.classifier = nn.Linear(filters, num_classes)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) normalised images -> (N, num_classes) logits."""
         features = self.backbone.forward_features(images)
         if features.ndim != 4:
             raise ConfigError("model.backbone must be a CNN with a (N, C, H, W) feature map, e.g. resnet18")
@@ -58,5 +60,5 @@ class BackboneResidualClassifier(nn.Module):
 
 @register_model("baseline")
 def baseline(cfg: ModelConfig, num_classes: int) -> nn.Module:
-    """timm backbone + residual block with `model.extra_filters` filters + GAP + sigmoid per label."""
+    """Timm backbone + residual block with `model.extra_filters` filters + GAP + sigmoid per label."""
     return BackboneResidualClassifier(create_backbone(cfg), cfg.extra_filters, num_classes, cfg.drop_rate)

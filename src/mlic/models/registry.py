@@ -38,7 +38,9 @@ def create_backbone(cfg: ModelConfig) -> nn.Module:
     kwargs: dict = {"pretrained": cfg.pretrained, "num_classes": 0, "global_pool": ""}
     if cfg.pretrained_file:
         if not Path(cfg.pretrained_file).is_file():
-            raise ConfigError("model.pretrained_file not found", path=cfg.pretrained_file, fix="give a local weights file")
+            raise ConfigError(
+                "model.pretrained_file not found", path=cfg.pretrained_file, fix="give a local weights file"
+            )
         kwargs["pretrained_cfg_overlay"] = {"file": cfg.pretrained_file}
     try:
         return timm.create_model(cfg.backbone, **kwargs)

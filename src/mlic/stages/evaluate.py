@@ -15,6 +15,7 @@ from mlic.prepared import load_prepared
 from mlic.thresholds import binarize, fit_thresholds, load_thresholds, threshold_grid
 
 METRICS_FILE, PER_CLASS_FILE, CURVE_FILE = "metrics.json", "per_class.csv", "threshold_curve.csv"
+CURVE_PNG = "threshold_curve.png"
 
 
 def threshold_curve(labels: np.ndarray, probs: np.ndarray, base: np.ndarray, cfg: Config) -> pd.DataFrame:
@@ -26,6 +27,24 @@ def threshold_curve(labels: np.ndarray, probs: np.ndarray, base: np.ndarray, cfg
         "model": [fbeta_samples(labels, binarize(probs, g, t.min_labels), t.beta) for g in grid],
         "all_prior_baseline": [fbeta_samples(labels, binarize(base, g, t.min_labels), t.beta) for g in grid],
     }).round(6)  # fmt: skip
+
+
+def plot_threshold_curve(curve: pd.DataFrame, ylabel: str, path: Path) -> None:
+    """PNG of the model's and the baseline's score against one shared threshold."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    ax.plot(curve["threshold"], curve["model"], label="model (out-of-fold)")
+    ax.plot(curve["threshold"], curve["all_prior_baseline"], "--", label="all-prior baseline")
+    ax.set(xlabel="shared threshold", ylabel=ylabel, ylim=(0, 1), title="Score vs threshold")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", bbox_inches="tight")
+    plt.close(fig)
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
@@ -54,6 +73,10 @@ def main(cfg: Config) -> None:
     write_json(out / METRICS_FILE, metrics)
     table = pd.DataFrame(per_class_table(labels, pred, prep.classes, t.beta)).assign(threshold=thresholds)
     write_csv(table, out / PER_CLASS_FILE)
-    write_csv(threshold_curve(labels, probs, base, cfg), out / CURVE_FILE)
+    curve = threshold_curve(labels, probs, base, cfg)
+    write_csv(curve, out / CURVE_FILE)
+    plot_threshold_curve(curve, f"F{t.beta:g} (samples)", out / CURVE_PNG)
     key = f"f{t.beta:g}_samples"
-    print(f"evaluate: OOF {key} {metrics['oof'][key]:.4f} vs all-prior baseline {metrics['all_prior_baseline'][key]:.4f}")
+    print(
+        f"evaluate: OOF {key} {metrics['oof'][key]:.4f} vs all-prior baseline {metrics['all_prior_baseline'][key]:.4f}"
+    )

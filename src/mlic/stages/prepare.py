@@ -12,8 +12,8 @@ from mlic import prepared as files
 from mlic.competitions import RawData, get_competition
 from mlic.config import Config, save_config
 from mlic.errors import MlicError
-from mlic.io import atomic_path
 from mlic.images import build_image_cache, channel_stats, open_image_cache
+from mlic.io import atomic_path
 from mlic.labels import encode_labels
 
 
@@ -47,7 +47,7 @@ def main(cfg: Config) -> None:
         build_image_cache(raw.train_paths, size, out / files.TRAIN_IMAGES, workers, desc="cache train")
         build_image_cache(raw.test_paths, size, out / files.TEST_IMAGES, workers, desc="cache test")
         mean, std = channel_stats(open_image_cache(out / files.TRAIN_IMAGES))
-        counts = {c: int(n) for c, n in zip(raw.classes, labels.sum(axis=0))}
+        counts = {c: int(n) for c, n in zip(raw.classes, labels.sum(axis=0), strict=True)}
         stats = {"n_train": len(raw.train_ids), "n_test": len(raw.test_ids), "image_size": size,
                  "mean": mean, "std": std, "label_counts": counts}  # fmt: skip
         (out / files.STATS_FILE).write_text(json.dumps(stats, indent=2) + "\n")

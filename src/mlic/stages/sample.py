@@ -51,6 +51,8 @@ def main(cfg: Config) -> None:
         pd.DataFrame({"image_name": train_ids, "tags": train_tags}).to_csv(out / "train_v2.csv", index=False)
         # As on Kaggle, the sample submission's tags are placeholders; solution.csv holds the true test tags.
         placeholder = ["primary clear"] * len(test_ids)
-        pd.DataFrame({"image_name": test_ids, "tags": placeholder}).to_csv(out / "sample_submission_v2.csv", index=False)
+        pd.DataFrame({"image_name": test_ids, "tags": placeholder}).to_csv(
+            out / "sample_submission_v2.csv", index=False
+        )
         pd.DataFrame({"image_name": test_ids, "tags": test_tags}).to_csv(out / "solution.csv", index=False)
     print(f"sample: wrote {s.n_train} train and {s.n_test} test chips of {s.image_size}px to {s.out_dir}")

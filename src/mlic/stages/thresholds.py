@@ -26,6 +26,6 @@ def main(cfg: Config) -> None:
         "min_labels": t.min_labels,
         "oof_rows": int(covered.sum()),
         "oof_fbeta": round(score, 6),
-        "thresholds": {c: float(np.round(v, 6)) for c, v in zip(prep.classes, thresholds)},
+        "thresholds": {c: float(np.round(v, 6)) for c, v in zip(prep.classes, thresholds, strict=True)},
     })  # fmt: skip
     print(f"thresholds ({t.method}): out-of-fold F{t.beta:g} = {score:.4f} on {int(covered.sum())} rows")

@@ -55,7 +55,9 @@ def main(cfg: Config, fold: int) -> None:
     train, val, test = loaders(cfg, prep, train_rows, val_rows)
     rt = make_runtime(cfg.train, prep.mean, prep.std)
     model = create_model(cfg.model, len(prep.classes))
-    print(f"train fold {fold}: {len(train_rows)} train / {len(val_rows)} val rows on {rt.device}, model {cfg.model.name}")
+    print(
+        f"train fold {fold}: {len(train_rows)} train / {len(val_rows)} val rows on {rt.device}, model {cfg.model.name}"
+    )
     with atomic_path(cfg.fold_dir(fold), is_dir=True) as out:
         with Live(dir=str(out / "live"), save_dvc_exp=False, dvcyaml=False) as live:
             log = epoch_logger(live, model, val, prep.labels[val_rows], rt, cfg.thresholds.beta)

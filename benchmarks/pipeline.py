@@ -1,0 +1,74 @@
+"""Time every stage of the pipeline on the repo's params.yaml (or --params), in a scratch directory.
+
+Prints JSON: seconds per stage, total, the out-of-fold metrics with the all-prior baseline, and training
+throughput. Usage: .venv/bin/python benchmarks/pipeline.py [--params params.yaml] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_stage(workdir: Path, *args: str) -> float:
+    """Run `mlic <args>` in `workdir`; returns wall seconds."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "mlic.cli", *args], cwd=workdir, check=True, stdout=subprocess.DEVNULL)
+    return round(time.perf_counter() - start, 2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
+    parser.add_argument("--keep", type=Path, help="work in this directory and keep it")
+    args = parser.parse_args()
+    workdir = args.keep or Path(tempfile.mkdtemp(prefix="mlic-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(args.params, workdir / "params.yaml")
+    params = yaml.safe_load(args.params.read_text())
+    seconds = {}
+    for stage in ("sample", "prepare", "folds"):
+        seconds[stage] = run_stage(workdir, stage)
+    for fold in params["train"]["folds"]:
+        seconds[f"train@{fold}"] = run_stage(workdir, "train", "--fold", str(fold))
+    for stage in ("thresholds", "submit", "evaluate"):
+        seconds[stage] = run_stage(workdir, stage)
+    metrics = json.loads((workdir / params["evaluate"]["out_dir"] / "metrics.json").read_text())
+    n_train = params["sample"]["n_train"] if params["data"]["root"] == params["sample"]["out_dir"] else None
+    train_seconds = sum(v for k, v in seconds.items() if k.startswith("train@"))
+    result = {
+        "params": str(args.params),
+        "seconds": seconds,
+        "total_seconds": round(sum(seconds.values()), 2),
+        "train_seconds": round(train_seconds, 2),
+        "train_images_seen_per_second": (
+            round(
+                n_train
+                * (1 - 1 / params["folds"]["n_splits"])
+                * params["train"]["epochs"]
+                * len(params["train"]["folds"])
+                / train_seconds,
+                1,
+            )
+            if n_train
+            else None
+        ),  # fmt: skip
+        "metrics": metrics,
+    }
+    print(json.dumps(result, indent=2))
+    if not args.keep:
+        shutil.rmtree(workdir)
+
+
+if __name__ == "__main__":
+    main()

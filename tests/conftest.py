@@ -1,0 +1,30 @@
+"""Shared fixtures: real data from ../shared/data (skipped cleanly when absent) and small synthetic datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared/data, or skip the test saying what is missing."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data not available: {path} (see ../shared/data/README.md)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def sample_competition(tmp_path_factory) -> Path:
+    """A tiny synthetic Planet-layout competition written by the `sample` stage."""
+    from mlic.config import config_from_dict
+    from mlic.stages import sample
+
+    root = tmp_path_factory.mktemp("sample") / "planet"
+    cfg = config_from_dict({"sample": {"out_dir": str(root), "n_train": 40, "n_test": 12, "image_size": 32}})
+    sample.main(cfg)
+    return root

@@ -1,0 +1,35 @@
+import subprocess
+import sys
+
+from mlic.cli import STAGES, build_parser, main
+
+
+def test_every_stage_has_a_module_with_main():
+    import importlib
+
+    for module, _, _ in STAGES.values():
+        assert callable(importlib.import_module(f"mlic.stages.{module}").main)
+
+
+def test_train_needs_a_fold():
+    args = build_parser().parse_args(["train", "--fold", "2"])
+    assert args.command == "train" and args.fold == 2
+
+
+def test_bad_params_print_one_message_without_traceback(tmp_path, capsys):
+    params = tmp_path / "params.yaml"
+    params.write_text("train:\n  epochs: ten\n")
+    assert main(["--params", str(params), "folds"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mlic folds: error: ") and "train.epochs: expected int" in err
+    assert "Traceback" not in err
+
+
+def test_missing_inputs_say_which_stage_to_run(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(f"prepare:\n  out_dir: {tmp_path / 'nowhere'}\n")
+    result = subprocess.run([sys.executable, "-m", "mlic.cli", "--params", str(params), "folds"],
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 2
+    assert "prepared data not found" in result.stderr and "mlic prepare" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,70 @@
+import dataclasses
+
+import pytest
+import yaml
+from conftest import REPO
+
+from mlic.config import Config, config_from_dict, load_config, save_config
+from mlic.errors import ConfigError
+
+
+def test_params_yaml_loads_and_sets_every_knob():
+    """Every field of every section is written in params.yaml, so DVC sees each knob."""
+    cfg = load_config(REPO / "params.yaml")
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    for section in dataclasses.fields(Config):
+        names = {f.name for f in dataclasses.fields(getattr(cfg, section.name))}
+        assert set(raw[section.name]) == names, section.name
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"trian": {}}, "trian: unknown key; did you mean 'train'?"),
+        ({"train": {"epohcs": 3}}, "train.epohcs: unknown key; did you mean 'epochs'?"),
+        ({"train": {"epochs": "ten"}}, "train.epochs: expected int, got 'ten'"),
+        ({"train": {"epochs": 2.5}}, "train.epochs: expected int"),
+        ({"model": {"pretrained": 1}}, "model.pretrained: expected bool"),
+        ({"train": {"folds": [0, 7]}}, "train.folds: fold ids [7] are outside 0..2"),
+        ({"train": {"folds": [0, 0]}}, "train.folds: must be a non-empty list of distinct fold ids"),
+        ({"model": {"pretrained_file": "w.pth"}}, "model.pretrained_file: is set but model.pretrained is false"),
+        ({"folds": {"n_splits": 1}}, "folds.n_splits: must be >= 2"),
+        ({"train": {"device": "tpu"}}, "train.device: must be auto, cpu, cuda or cuda:N"),
+    ],
+)
+def test_bad_params_name_the_key(params, message):
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(params)
+    assert message in str(info.value)
+
+
+def test_scientific_notation_and_lists_are_coerced():
+    cfg = config_from_dict({"train": {"lr": "1e-3", "folds": [1, 0]}})
+    assert cfg.train.lr == pytest.approx(1e-3)
+    assert cfg.train.folds == (1, 0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.train.lr = 1.0
+
+
+def test_load_config_errors_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="params file not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "params.yaml"
+    bad.write_text("train:\n  epochs: [1\n")
+    with pytest.raises(ConfigError, match=r"params.yaml:\d+: not valid YAML"):
+        load_config(bad)
+    bad.write_text("train:\n  epochz: 1\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(bad)
+    assert str(bad) in str(info.value) and "train.epochz" in str(info.value)
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = config_from_dict({"train": {"epochs": 3}, "model": {"backbone": "resnet18"}})
+    save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == cfg
+
+
+def test_submission_path_follows_competition_and_model():
+    cfg = config_from_dict({"submit": {"out_dir": "subs"}, "model": {"name": "baseline"}})
+    assert str(cfg.submission_path) == "subs/planet-baseline.csv"

@@ -1,0 +1,84 @@
+"""Every registry entry gets exercised: a tiny forward and backward pass for models, a call for the rest."""
+
+import numpy as np
+import pytest
+import torch
+
+from mlic.augment import AUGMENTATIONS, TTA_VIEWS, create_augmentation, tta_views
+from mlic.competitions import COMPETITIONS
+from mlic.config import ModelConfig, ThresholdsConfig
+from mlic.errors import ConfigError
+from mlic.losses import LOSSES, create_loss
+from mlic.models import MODELS, create_model
+from mlic.thresholds import THRESHOLD_METHODS, fit_thresholds
+from mlic.training import OPTIMIZERS
+
+NUM_CLASSES = 5
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_every_model_runs_forward_and_backward(name):
+    torch.manual_seed(0)
+    model = create_model(ModelConfig(name=name, backbone="resnet10t", extra_filters=8), NUM_CLASSES)
+    logits = model(torch.randn(2, 3, 32, 32))
+    assert logits.shape == (2, NUM_CLASSES)
+    create_loss("bce")(logits, torch.ones(2, NUM_CLASSES)).backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("name", LOSSES.names())
+def test_every_loss_is_a_finite_scalar_with_gradient(name):
+    logits = torch.randn(4, NUM_CLASSES, requires_grad=True)
+    loss = create_loss(name)(logits, (torch.rand(4, NUM_CLASSES) > 0.5).float())
+    loss.backward()
+    assert loss.ndim == 0 and torch.isfinite(loss) and logits.grad is not None
+
+
+@pytest.mark.parametrize("name", AUGMENTATIONS.names())
+def test_every_augmentation_keeps_shape_and_dtype(name):
+    image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    transform = create_augmentation(name)
+    out = image if transform is None else transform(image=image)["image"]
+    assert out.shape == image.shape and out.dtype == np.uint8
+
+
+@pytest.mark.parametrize("name", TTA_VIEWS.names())
+def test_every_tta_preset_gives_distinct_same_shape_views(name):
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
+    views = [view(x) for view in tta_views(name)]
+    assert all(v.shape == x.shape for v in views)
+    assert torch.equal(views[0], x)
+    assert len({tuple(v.flatten().tolist()) for v in views}) == len(views)
+
+
+@pytest.mark.parametrize("name", THRESHOLD_METHODS.names())
+def test_every_threshold_method_returns_a_threshold_per_class(name):
+    rng = np.random.default_rng(0)
+    labels = (rng.random((60, NUM_CLASSES)) < 0.3).astype(np.uint8)
+    probs = np.clip(labels * 0.6 + rng.random(labels.shape) * 0.4, 0, 1)
+    thresholds = fit_thresholds(probs, labels, ThresholdsConfig(method=name, grid_step=0.05))
+    assert thresholds.shape == (NUM_CLASSES,) and ((thresholds > 0) & (thresholds < 1)).all()
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS.names())
+def test_every_optimizer_steps(name):
+    param = torch.nn.Parameter(torch.ones(3))
+    optimizer = OPTIMIZERS.get(name)([param], lr=0.1, weight_decay=0.0)
+    param.sum().backward()
+    optimizer.step()
+    assert (param < 1).all()
+
+
+def test_every_competition_has_a_reader_and_writer():
+    for name in COMPETITIONS.names():
+        comp = COMPETITIONS.get(name)
+        assert callable(comp.read) and callable(comp.write_submission)
+
+
+def test_unknown_names_list_the_choices():
+    with pytest.raises(ConfigError) as info:
+        MODELS.get("baselin")
+    assert "Did you mean 'baseline'?" in str(info.value) and "model.name" in str(info.value)
+    with pytest.raises(ConfigError, match="unknown timm backbone"):
+        create_model(ModelConfig(backbone="resnet_does_not_exist"), NUM_CLASSES)
