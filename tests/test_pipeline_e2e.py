@@ -6,6 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -90,8 +91,11 @@ def test_changing_epochs_reruns_only_train_and_after(project):
 
 def test_same_seed_gives_the_same_folds_and_submission(project):
     outputs = ("data/raw/sample/train_v2.csv", "data/processed/folds.csv", "submissions/planet-baseline.csv")
+    oof_file = project / "data/processed/train/fold_0/oof.npz"
     before = {p: (project / p).read_bytes() for p in outputs}
+    oof_before = np.load(oof_file)["probs"]
     ran = _stages_run(_dvc(project, "repro", "--force"))  # recompute every stage, nothing restored from DVC's cache
     assert len(ran) == 8
     for path, content in before.items():
         assert (project / path).read_bytes() == content, path
+    assert np.array_equal(np.load(oof_file)["probs"], oof_before)  # training itself is seeded, augmentation included

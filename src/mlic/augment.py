@@ -25,9 +25,14 @@ def dihedral() -> A.BasicTransform:
     return A.D4(p=1.0)
 
 
-def create_augmentation(name: str) -> A.BasicTransform | None:
-    """The augmentation preset named `name` (None means no augmentation)."""
-    return AUGMENTATIONS.get(name)()
+def create_augmentation(name: str, seed: int = 0) -> A.Compose | None:
+    """The augmentation preset named `name`, seeded (None means no augmentation).
+
+    Albumentations keeps its own random state and ignores numpy's and torch's seeds, so the pipeline is
+    seeded here; data-loader workers re-seed it from torch's per-worker seed (see `seed_worker`).
+    """
+    transform = AUGMENTATIONS.get(name)()
+    return None if transform is None else A.Compose([transform], seed=seed)
 
 
 def _identity(x: torch.Tensor) -> torch.Tensor:

@@ -45,6 +45,14 @@ class CachedImages(Dataset):
         return tensor, torch.from_numpy(self.labels[self.rows[i]].astype(np.float32))
 
 
+def seed_worker(worker_id: int) -> None:
+    """DataLoader `worker_init_fn`: seed the worker's augmentation from torch's per-worker, per-epoch seed."""
+    info = torch.utils.data.get_worker_info()
+    transform = getattr(info.dataset, "transform", None) if info else None
+    if transform is not None:
+        transform.set_random_seed(torch.initial_seed() % 2**32)
+
+
 @dataclass(frozen=True)
 class Runtime:
     """Where and how tensors are computed."""

@@ -19,7 +19,7 @@ from mlic.metrics import fbeta_samples
 from mlic.models import create_model
 from mlic.prepared import Prepared, load_folds, load_prepared
 from mlic.thresholds import binarize
-from mlic.training import CachedImages, Runtime, make_runtime, predict, seed_everything, train_model
+from mlic.training import CachedImages, Runtime, make_runtime, predict, seed_everything, seed_worker, train_model
 
 
 def loaders(cfg: Config, prep: Prepared, train_rows: np.ndarray, val_rows: np.ndarray) -> tuple[DataLoader, ...]:
@@ -27,8 +27,11 @@ def loaders(cfg: Config, prep: Prepared, train_rows: np.ndarray, val_rows: np.nd
     t = cfg.train
     generator = seed_everything(t.seed)
     common = {"batch_size": t.batch_size, "num_workers": t.num_workers, "pin_memory": torch.cuda.is_available()}
-    train_set = CachedImages(prep.train_images, train_rows, prep.labels, create_augmentation(t.augment))
-    train = DataLoader(train_set, shuffle=True, drop_last=len(train_rows) > t.batch_size, generator=generator, **common)
+    train_set = CachedImages(prep.train_images, train_rows, prep.labels, create_augmentation(t.augment, t.seed))
+    drop_last = len(train_rows) > t.batch_size
+    train = DataLoader(
+        train_set, shuffle=True, drop_last=drop_last, generator=generator, worker_init_fn=seed_worker, **common
+    )
     val = DataLoader(CachedImages(prep.train_images, val_rows, prep.labels), **common)
     test = DataLoader(CachedImages(prep.test_images, np.arange(len(prep.test_ids))), **common)
     return train, val, test
