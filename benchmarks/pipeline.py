@@ -34,9 +34,13 @@ def main() -> None:
     args = parser.parse_args()
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="mlic-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    shutil.copy(args.params, workdir / "params.yaml")
     params = yaml.safe_load(args.params.read_text())
+    root = Path(params["data"]["root"])
+    if params["data"]["root"] != params["sample"]["out_dir"] and not root.is_absolute():
+        params["data"]["root"] = str((REPO / root).resolve())  # relative to the repo, not the scratch directory
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     seconds = {}
+    solution = Path(params["data"]["root"]) / "solution.csv"
     for stage in ("sample", "prepare", "folds"):
         seconds[stage] = run_stage(workdir, stage)
     for fold in params["train"]["folds"]:
@@ -62,9 +66,21 @@ def main() -> None:
             )
             if n_train
             else None
-        ),  # fmt: skip
+        ),
         "metrics": metrics,
     }
+    submission = (
+        workdir / params["submit"]["out_dir"] / f"{params['data']['competition']}-{params['model']['name']}.csv"
+    )
+    if solution.is_file():  # an offline competition: score the test submission as Kaggle would
+        scored = subprocess.run(
+            [sys.executable, "-m", "mlic.cli", "score", str(submission), "--solution", str(solution)],
+            cwd=workdir,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        result["test_score"] = json.loads(scored.stdout)
     print(json.dumps(result, indent=2))
     if not args.keep:
         shutil.rmtree(workdir)

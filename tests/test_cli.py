@@ -28,8 +28,9 @@ def test_bad_params_print_one_message_without_traceback(tmp_path, capsys):
 def test_missing_inputs_say_which_stage_to_run(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text(f"prepare:\n  out_dir: {tmp_path / 'nowhere'}\n")
-    result = subprocess.run([sys.executable, "-m", "mlic.cli", "--params", str(params), "folds"],
-                            capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "mlic.cli", "--params", str(params), "folds"], capture_output=True, text=True
+    )
     assert result.returncode == 2
     assert "prepared data not found" in result.stderr and "mlic prepare" in result.stderr
     assert "Traceback" not in result.stderr

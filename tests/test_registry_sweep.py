@@ -6,7 +6,7 @@ import torch
 
 from mlic.augment import AUGMENTATIONS, TTA_VIEWS, create_augmentation, tta_views
 from mlic.competitions import COMPETITIONS
-from mlic.config import ModelConfig, ThresholdsConfig
+from mlic.config import DataConfig, ModelConfig, ThresholdsConfig
 from mlic.errors import ConfigError
 from mlic.losses import LOSSES, create_loss
 from mlic.models import MODELS, create_model
@@ -72,8 +72,8 @@ def test_every_optimizer_steps(name):
 
 def test_every_competition_has_a_reader_and_writer():
     for name in COMPETITIONS.names():
-        comp = COMPETITIONS.get(name)
-        assert callable(comp.read) and callable(comp.write_submission)
+        comp = COMPETITIONS.get(name)(DataConfig(competition=name))
+        assert comp.name == name and comp.submission.id_column and comp.submission.label_column
 
 
 def test_unknown_names_list_the_choices():

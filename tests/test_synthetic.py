@@ -8,10 +8,18 @@ from mlic.synthetic import WEATHER_TAGS, make_chip, render_chip, sample_tags
 
 # Tag frequencies of the real train_v2.csv (40,479 chips).
 REAL_FREQUENCIES = {
-    "primary": 0.9267, "clear": 0.7024, "agriculture": 0.3042, "road": 0.1994, "water": 0.1831,
-    "partly_cloudy": 0.1794, "cultivation": 0.1123, "habitation": 0.0904, "haze": 0.0666, "cloudy": 0.0516,
+    "primary": 0.9267,
+    "clear": 0.7024,
+    "agriculture": 0.3042,
+    "road": 0.1994,
+    "water": 0.1831,
+    "partly_cloudy": 0.1794,
+    "cultivation": 0.1123,
+    "habitation": 0.0904,
+    "haze": 0.0666,
+    "cloudy": 0.0516,
     "bare_ground": 0.0213,
-}  # fmt: skip
+}
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,8 @@
-"""The `mlic` command: `mlic <stage> [options]` runs one pipeline stage (dvc.yaml calls exactly these)."""
+"""The `mlic` command: `mlic <stage>` runs one pipeline stage (dvc.yaml calls exactly these), and a few tools.
+
+Stages: sample, prepare, folds, train --fold N, thresholds, submit, evaluate.
+Tools: check, validate-submission, score, download.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,9 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
-from mlic.config import DEFAULT_PARAMS, load_config
+from mlic.config import DEFAULT_PARAMS, Config, load_config
 from mlic.errors import MlicError
 
 
@@ -15,8 +20,8 @@ def _fold_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fold", type=int, required=True, help="validation fold to train (0..folds.n_splits-1)")
 
 
-# Stage name -> (module under mlic.stages, help text, extra arguments). Modules import lazily, so that stages
-# without a model never pay for importing torch.
+# Stage name -> (module under mlic.stages, help, extra arguments). Modules import lazily, so that stages and
+# tools without a model never pay for importing torch.
 STAGES: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None] | None]] = {
     "sample": ("sample", "generate the embedded synthetic Planet-like competition", None),
     "prepare": ("prepare", "read and check the data, build the label matrix and image cache", None),
@@ -28,33 +33,78 @@ STAGES: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None] | No
 }
 
 
+def _check_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--root", help="dataset folder (default: data.root)")
+    p.add_argument("--competition", help="reader (default: data.competition)")
+    p.add_argument("--quick", action="store_true", help="check image bytes only, without decoding every image")
+
+
+def _validate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", type=Path, help="submission CSV to check")
+    p.add_argument("--competition", help="format (default: data.competition)")
+    p.add_argument("--root", help="folder holding the sample submission (default: data.root)")
+    p.add_argument("--allow-empty", action="store_true", help="accept rows without labels")
+
+
+def _score_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", type=Path, help="submission CSV to score")
+    p.add_argument("--solution", type=Path, required=True, help="CSV of the true labels, in the submission format")
+    p.add_argument("--competition", help="format (default: data.competition)")
+
+
+def _download_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("competition", help="planet or imet2019")
+    p.add_argument("--dest", type=Path, help="target folder (default: data/raw/<competition>)")
+
+
+# Tool name -> (function name in mlic.tools, help, arguments).
+TOOLS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = {
+    "check": ("check", "scan a dataset and list every problem", _check_args),
+    "validate-submission": ("validate_submission", "check a submission against the sample submission", _validate_args),
+    "score": ("score", "score a submission against a solution file, as Kaggle would", _score_args),
+    "download": (
+        "download",
+        "download competition files with the kaggle package, or say where to put them",
+        _download_args,
+    ),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with one sub-command per stage."""
-    parser = argparse.ArgumentParser(prog="mlic", description=__doc__)
+    """The argument parser with one sub-command per stage and tool."""
+    parser = argparse.ArgumentParser(prog="mlic", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--params", default=DEFAULT_PARAMS, help="params file (default: %(default)s)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (_, help_text, add_args) in STAGES.items():
-        stage = sub.add_parser(name, help=help_text, description=help_text)
+    for name, (_, help_text, add_args) in {**STAGES, **TOOLS}.items():
+        command = sub.add_parser(name, help=help_text, description=help_text)
         if add_args:
-            add_args(stage)
+            add_args(command)
     return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the parsed command; returns the exit status."""
+    extra = {k: v for k, v in vars(args).items() if k not in ("params", "command")}
+    if args.command in STAGES:
+        module = importlib.import_module(f"mlic.stages.{STAGES[args.command][0]}")
+        module.main(load_config(args.params), **extra)
+        return 0
+    tools = importlib.import_module("mlic.tools")
+    cfg = load_config(args.params) if Path(args.params).is_file() else Config()
+    return getattr(tools, TOOLS[args.command][0])(cfg, **extra)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `mlic` console script; user errors print one message and exit with status 2."""
     args = build_parser().parse_args(argv)
-    extra = {k: v for k, v in vars(args).items() if k not in ("params", "command")}
     try:
-        cfg = load_config(args.params)
-        module = importlib.import_module(f"mlic.stages.{STAGES[args.command][0]}")
-        module.main(cfg, **extra)
+        return run(args)
     except MlicError as exc:
         print(f"mlic {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"mlic {args.command}: interrupted; no partial output was kept", file=sys.stderr)
         return 130
-    return 0
 
 
 if __name__ == "__main__":

@@ -48,11 +48,39 @@ class SampleConfig:
 
 
 @dataclass(frozen=True)
+class FolderConfig:
+    """Layout of a `folder` dataset: an image folder plus a CSV, paths relative to `data.root`."""
+
+    train_csv: str = "train.csv"
+    id_column: str = "id"
+    tags_column: str = "tags"  # space-separated labels; "" when label_columns are used
+    label_columns: tuple[str, ...] = ()  # one-hot 0/1 columns, instead of tags_column
+    train_dir: str = "train"
+    test_dir: str = "test"
+    test_csv: str = ""  # CSV whose id column lists the test images in submission order; "" lists test_dir
+    image_ext: str = ""  # appended to ids to name image files (".jpg"); "" when ids carry their extension
+
+    def __post_init__(self):
+        if bool(self.tags_column) == bool(self.label_columns):
+            _fail(
+                "data.folder.tags_column",
+                "set exactly one of tags_column and label_columns",
+                "tags_column: tags for a space-separated column, or tags_column: '' with label_columns: [a, b]",
+            )
+
+
+@dataclass(frozen=True)
 class DataConfig:
-    """Which competition to read, and where its raw files are."""
+    """Which competition to read, where its raw files are, and which labels to keep."""
 
     competition: str = "planet"
     root: str = "data/raw/sample"
+    min_label_count: int = 3  # labels seen fewer times in training are dropped (iMet study: 3)
+    folder: FolderConfig = field(default_factory=FolderConfig)
+
+    def __post_init__(self):
+        if self.min_label_count < 0:
+            _fail("data.min_label_count", f"must be >= 0, got {self.min_label_count}")
 
 
 @dataclass(frozen=True)
@@ -62,6 +90,7 @@ class PrepareConfig:
     out_dir: str = "data/processed/prepare"
     image_size: int = 64
     num_workers: int = 2
+    skip_bad_rows: bool = False  # drop training rows with problems (reported) instead of refusing the dataset
 
     def __post_init__(self):
         if self.image_size < 16:

@@ -28,3 +28,17 @@ class MlicError(Exception):
 
 class ConfigError(MlicError):
     """A problem in params.yaml: unknown key, wrong type or inconsistent values."""
+
+
+class DataProblems(MlicError):
+    """Several problems found in a dataset or file, reported together, one line each.
+
+    Args:
+        problems: Each an MlicError naming its file, row and fix.
+        summary: One line put first ("3 problems in data/raw/planet").
+    """
+
+    def __init__(self, problems: list[MlicError], summary: str):
+        self.problems = problems
+        body = "\n".join(f"- {p.format()}".replace("\n", "\n  ") for p in problems)
+        super().__init__(f"{summary}\n{body}")

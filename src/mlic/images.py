@@ -14,24 +14,51 @@ from tqdm import tqdm
 from mlic.errors import MlicError
 from mlic.io import atomic_path
 
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+# Leading bytes of JPEG, PNG, BMP, TIFF (both byte orders) and GIF; WebP is RIFF....WEBP.
+IMAGE_SIGNATURES = (b"\xff\xd8", b"\x89PNG\r\n\x1a\n", b"BM", b"II*\x00", b"MM\x00*", b"GIF8")
+
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Decode an image file to an RGB uint8 array (H, W, 3).
 
-    OpenCV converts 4-component (CMYK/YCCK) JPEGs such as the Planet chips to correct RGB.
+    OpenCV converts 4-component (CMYK/YCCK) JPEGs such as the Planet chips to correct RGB (it matches
+    Pillow's CMYK conversion within 1 grey level on the real chips).
 
     Raises:
         MlicError: If the file is missing or cannot be decoded.
     """
     path = Path(path)
     try:
-        buf = np.fromfile(path, dtype=np.uint8)
-    except FileNotFoundError:
+        data = path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError):
         raise MlicError("image file is missing", path=path, fix="re-download the competition images") from None
-    image = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+    problem = byte_problem(data)
+    if problem:
+        raise MlicError(problem, path=path, fix="re-download this file, or drop its row (prepare.skip_bad_rows)")
+    # IMREAD_COLOR gives 8-bit BGR whatever the file holds (gray, RGBA, 16-bit, CMYK) and applies EXIF rotation.
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise MlicError("image cannot be decoded (corrupt or not an image)", path=path, fix="re-download this file")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def byte_problem(data: bytes) -> str | None:
+    """What is wrong with an image file's bytes that a decoder would silently paper over, if anything.
+
+    OpenCV decodes a truncated JPEG or PNG without error, filling the missing part with grey, so truncation
+    is detected here: a JPEG must have its end-of-image marker after the last start-of-scan (the real Planet
+    chips carry trailing bytes after it, so the very end is not checked), a PNG its IEND chunk.
+    """
+    if not data:
+        return "image file is empty"
+    if not data.startswith(IMAGE_SIGNATURES) and data[8:12] != b"WEBP":
+        return "not an image file (unknown file signature)"
+    if data[:2] == b"\xff\xd8" and data.rfind(b"\xff\xd9") <= data.rfind(b"\xff\xda"):  # also: no scan at all
+        return "image file is truncated (JPEG has no end-of-image marker)"
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-64:]:
+        return "image file is truncated (PNG has no IEND chunk)"
+    return None
 
 
 def load_resized(path: str | os.PathLike, size: int) -> np.ndarray:
@@ -85,3 +112,35 @@ def channel_stats(cache: np.ndarray, chunk: int = 1024) -> tuple[list[float], li
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean**2, 1e-12))
     return [round(float(m), 6) for m in mean], [round(float(s), 6) for s in std]
+
+
+def image_problem(path: Path, decode: bool = True) -> str | None:
+    """Why an image file cannot be used (missing, empty, truncated, undecodable), or None if it is fine.
+
+    Args:
+        path: The image file.
+        decode: Also decode it fully; without, only the cheap byte-level checks run.
+    """
+    try:
+        read_image(path) if decode else _check_bytes(path)
+    except MlicError as exc:
+        return exc.message
+    return None
+
+
+def _check_bytes(path: Path) -> None:
+    try:
+        data = path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError):
+        raise MlicError("image file is missing") from None
+    problem = byte_problem(data)
+    if problem:
+        raise MlicError(problem)
+
+
+def scan_images(paths: Sequence[Path], decode: bool, workers: int, desc: str) -> dict[int, str]:
+    """Problems of many images, checked in parallel threads: {row index: problem}."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(lambda p: image_problem(p, decode), paths)
+        found = tqdm(results, total=len(paths), desc=desc, unit="img", mininterval=1.0, disable=len(paths) < 1000)
+        return {i: problem for i, problem in enumerate(found) if problem}

@@ -10,12 +10,13 @@ import numpy as np
 import pandas as pd
 
 from mlic.errors import MlicError
+from mlic.labels import load_labels
 
 # File names inside the prepare output directory (the directory itself comes from prepare.out_dir).
 CLASSES_FILE = "classes.json"
 TRAIN_INDEX = "train.csv"
 TEST_INDEX = "test.csv"
-LABELS_FILE = "labels.npy"
+LABELS_FILE = "labels.npz"
 TRAIN_IMAGES = "train_images.npy"
 TEST_IMAGES = "test_images.npy"
 STATS_FILE = "stats.json"
@@ -44,7 +45,7 @@ def load_prepared(out_dir: str | Path) -> Prepared:
     return Prepared(
         classes=json.loads((out / CLASSES_FILE).read_text()),
         train_ids=list(pd.read_csv(out / TRAIN_INDEX, dtype=str, keep_default_na=False)["id"]),
-        labels=np.load(out / LABELS_FILE),
+        labels=load_labels(out / LABELS_FILE),
         train_images=np.load(out / TRAIN_IMAGES, mmap_mode="r"),
         test_ids=list(pd.read_csv(out / TEST_INDEX, dtype=str, keep_default_na=False)["id"]),
         test_images=np.load(out / TEST_IMAGES, mmap_mode="r"),

@@ -28,47 +28,123 @@ AGRICULTURE_PROBS: dict[str, float] = {"clear": 0.322, "partly_cloudy": 0.343, "
 # P(tag | weather, agriculture) for the other land tags, sampled as independent Bernoullis. The "road" entry is kept
 # for reference only: road is sampled from ROAD_GIVEN_HABITATION instead.
 LAND_PROBS: dict[tuple[str, bool], dict[str, float]] = {
-    ("clear", False): {"primary": 0.9749, "road": 0.0838, "water": 0.1795, "cultivation": 0.0483,
-                       "habitation": 0.0409, "bare_ground": 0.0285, "selective_logging": 0.0132,
-                       "artisinal_mine": 0.014, "blooming": 0.0146, "slash_burn": 0.0037, "blow_down": 0.0034,
-                       "conventional_mine": 0.0026},
-    ("clear", True): {"primary": 0.9695, "road": 0.5115, "water": 0.2232, "cultivation": 0.2836,
-                      "habitation": 0.2515, "bare_ground": 0.0215, "selective_logging": 0.0059,
-                      "artisinal_mine": 0.004, "blooming": 0.0032, "slash_burn": 0.011, "blow_down": 0.0021,
-                      "conventional_mine": 0.0021},
-    ("partly_cloudy", False): {"primary": 0.9927, "road": 0.0617, "water": 0.1703, "cultivation": 0.0235,
-                               "habitation": 0.0176, "bare_ground": 0.0124, "selective_logging": 0.0036,
-                               "artisinal_mine": 0.0055, "blooming": 0.0031, "slash_burn": 0.0031,
-                               "blow_down": 0.0021, "conventional_mine": 0.0048},
-    ("partly_cloudy", True): {"primary": 0.9795, "road": 0.4364, "water": 0.1937, "cultivation": 0.2551,
-                              "habitation": 0.1432, "bare_ground": 0.006, "selective_logging": 0.004,
-                              "artisinal_mine": 0.0004, "blooming": 0.0008, "slash_burn": 0.0072,
-                              "blow_down": 0.0012, "conventional_mine": 0.002},
-    ("haze", False): {"primary": 0.9931, "road": 0.0632, "water": 0.2104, "cultivation": 0.0277,
-                      "habitation": 0.0247, "bare_ground": 0.0138, "selective_logging": 0.002,
-                      "artisinal_mine": 0.0025, "blooming": 0.0015, "slash_burn": 0.0015, "blow_down": 0.0,
-                      "conventional_mine": 0.001},
-    ("haze", True): {"primary": 0.9807, "road": 0.3958, "water": 0.2783, "cultivation": 0.2173,
-                     "habitation": 0.1176, "bare_ground": 0.0193, "selective_logging": 0.0015,
-                     "artisinal_mine": 0.0, "blooming": 0.0015, "slash_burn": 0.0, "blow_down": 0.0,
-                     "conventional_mine": 0.0},
-}  # fmt: skip
+    ("clear", False): {
+        "primary": 0.9749,
+        "road": 0.0838,
+        "water": 0.1795,
+        "cultivation": 0.0483,
+        "habitation": 0.0409,
+        "bare_ground": 0.0285,
+        "selective_logging": 0.0132,
+        "artisinal_mine": 0.014,
+        "blooming": 0.0146,
+        "slash_burn": 0.0037,
+        "blow_down": 0.0034,
+        "conventional_mine": 0.0026,
+    },
+    ("clear", True): {
+        "primary": 0.9695,
+        "road": 0.5115,
+        "water": 0.2232,
+        "cultivation": 0.2836,
+        "habitation": 0.2515,
+        "bare_ground": 0.0215,
+        "selective_logging": 0.0059,
+        "artisinal_mine": 0.004,
+        "blooming": 0.0032,
+        "slash_burn": 0.011,
+        "blow_down": 0.0021,
+        "conventional_mine": 0.0021,
+    },
+    ("partly_cloudy", False): {
+        "primary": 0.9927,
+        "road": 0.0617,
+        "water": 0.1703,
+        "cultivation": 0.0235,
+        "habitation": 0.0176,
+        "bare_ground": 0.0124,
+        "selective_logging": 0.0036,
+        "artisinal_mine": 0.0055,
+        "blooming": 0.0031,
+        "slash_burn": 0.0031,
+        "blow_down": 0.0021,
+        "conventional_mine": 0.0048,
+    },
+    ("partly_cloudy", True): {
+        "primary": 0.9795,
+        "road": 0.4364,
+        "water": 0.1937,
+        "cultivation": 0.2551,
+        "habitation": 0.1432,
+        "bare_ground": 0.006,
+        "selective_logging": 0.004,
+        "artisinal_mine": 0.0004,
+        "blooming": 0.0008,
+        "slash_burn": 0.0072,
+        "blow_down": 0.0012,
+        "conventional_mine": 0.002,
+    },
+    ("haze", False): {
+        "primary": 0.9931,
+        "road": 0.0632,
+        "water": 0.2104,
+        "cultivation": 0.0277,
+        "habitation": 0.0247,
+        "bare_ground": 0.0138,
+        "selective_logging": 0.002,
+        "artisinal_mine": 0.0025,
+        "blooming": 0.0015,
+        "slash_burn": 0.0015,
+        "blow_down": 0.0,
+        "conventional_mine": 0.001,
+    },
+    ("haze", True): {
+        "primary": 0.9807,
+        "road": 0.3958,
+        "water": 0.2783,
+        "cultivation": 0.2173,
+        "habitation": 0.1176,
+        "bare_ground": 0.0193,
+        "selective_logging": 0.0015,
+        "artisinal_mine": 0.0,
+        "blooming": 0.0015,
+        "slash_burn": 0.0,
+        "blow_down": 0.0,
+        "conventional_mine": 0.0,
+    },
+}
 
 # P(road | weather, agriculture, habitation): roads are strongly tied to settlements, so habitation is drawn first.
 ROAD_GIVEN_HABITATION: dict[tuple[str, bool, bool], float] = {
-    ("clear", False, False): 0.060, ("clear", False, True): 0.648,
-    ("clear", True, False): 0.410, ("clear", True, True): 0.813,
-    ("partly_cloudy", False, False): 0.053, ("partly_cloudy", False, True): 0.560,
-    ("partly_cloudy", True, False): 0.380, ("partly_cloudy", True, True): 0.776,
-    ("haze", False, False): 0.052, ("haze", False, True): 0.520,
-    ("haze", True, False): 0.356, ("haze", True, True): 0.696,
-}  # fmt: skip
+    ("clear", False, False): 0.060,
+    ("clear", False, True): 0.648,
+    ("clear", True, False): 0.410,
+    ("clear", True, True): 0.813,
+    ("partly_cloudy", False, False): 0.053,
+    ("partly_cloudy", False, True): 0.560,
+    ("partly_cloudy", True, False): 0.380,
+    ("partly_cloudy", True, True): 0.776,
+    ("haze", False, False): 0.052,
+    ("haze", False, True): 0.520,
+    ("haze", True, False): 0.356,
+    ("haze", True, True): 0.696,
+}
 
 # Land tags other than agriculture in sampling order: habitation must precede road (see ROAD_GIVEN_HABITATION).
 _SAMPLED_LAND_TAGS: tuple[str, ...] = (
-    "primary", "habitation", "road", "water", "cultivation", "bare_ground", "selective_logging", "artisinal_mine",
-    "blooming", "slash_burn", "blow_down", "conventional_mine",
-)  # fmt: skip
+    "primary",
+    "habitation",
+    "road",
+    "water",
+    "cultivation",
+    "bare_ground",
+    "selective_logging",
+    "artisinal_mine",
+    "blooming",
+    "slash_burn",
+    "blow_down",
+    "conventional_mine",
+)
 
 Color = tuple[float, float, float]
 
@@ -310,8 +386,9 @@ def _draw_blow_down(img: np.ndarray, size: int, rng: np.random.Generator) -> Non
     thickness = max(1, round(0.015 * size))
     for k in np.arange(-1.5 * size, 1.5 * size, 0.09 * size):  # parallel streaks stepped across the chip
         middle = np.array([size / 2 + k, size / 2])
-        cv2.line(streaks, tuple(_fixed(middle - along)), tuple(_fixed(middle + along)), 1.0, thickness, cv2.LINE_8,
-                 _SHIFT)  # fmt: skip
+        cv2.line(
+            streaks, tuple(_fixed(middle - along)), tuple(_fixed(middle + along)), 1.0, thickness, cv2.LINE_8, _SHIFT
+        )
     _blend(img, ellipse * (0.3 + 0.7 * streaks), _jitter((185, 225, 120), rng, 10))
 
 
@@ -362,8 +439,15 @@ def _draw_selective_logging(img: np.ndarray, size: int, rng: np.random.Generator
         along = np.array([np.cos(angle), np.sin(angle)])
         across = np.array([-along[1], along[0]])
         half = rng.uniform(0.15, 0.22) * size
-        cv2.line(img, tuple(_fixed(center - along * half)), tuple(_fixed(center + along * half)), color, thickness,
-                 cv2.LINE_8, _SHIFT)  # fmt: skip
+        cv2.line(
+            img,
+            tuple(_fixed(center - along * half)),
+            tuple(_fixed(center + along * half)),
+            color,
+            thickness,
+            cv2.LINE_8,
+            _SHIFT,
+        )
         for t in np.linspace(-0.8, 0.8, rng.integers(4, 7)):
             root = center + along * half * t
             tip = root + (across * rng.choice([-1, 1]) + along * 0.4) * rng.uniform(0.06, 0.1) * size

@@ -1,11 +1,12 @@
 """Competition readers and submission writers, registered by the name used in `data.competition`."""
 
-from mlic.competitions import planet  # noqa: F401  (registers "planet")
-from mlic.competitions.base import COMPETITIONS, Competition, RawData
+from mlic.competitions import folder, imet, planet  # noqa: F401  (register the readers)
+from mlic.competitions.base import COMPETITIONS, Competition, RawData, Scan
+from mlic.config import DataConfig
 
-__all__ = ["COMPETITIONS", "Competition", "RawData", "get_competition"]
+__all__ = ["COMPETITIONS", "Competition", "RawData", "Scan", "get_competition"]
 
 
-def get_competition(name: str) -> Competition:
-    """The registered competition called `name` (a ConfigError lists the known ones)."""
-    return COMPETITIONS.get(name)
+def get_competition(data: DataConfig) -> Competition:
+    """The reader named by `data.competition`, configured from the `data` section."""
+    return COMPETITIONS.get(data.competition)(data)

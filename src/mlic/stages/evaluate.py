@@ -22,11 +22,13 @@ def threshold_curve(labels: np.ndarray, probs: np.ndarray, base: np.ndarray, cfg
     """Sample F-beta of the model and of the baseline, for one shared threshold swept over the grid."""
     t = cfg.thresholds
     grid = threshold_grid(0.02)
-    return pd.DataFrame({
-        "threshold": grid,
-        "model": [fbeta_samples(labels, binarize(probs, g, t.min_labels), t.beta) for g in grid],
-        "all_prior_baseline": [fbeta_samples(labels, binarize(base, g, t.min_labels), t.beta) for g in grid],
-    }).round(6)  # fmt: skip
+    return pd.DataFrame(
+        {
+            "threshold": grid,
+            "model": [fbeta_samples(labels, binarize(probs, g, t.min_labels), t.beta) for g in grid],
+            "all_prior_baseline": [fbeta_samples(labels, binarize(base, g, t.min_labels), t.beta) for g in grid],
+        }
+    ).round(6)
 
 
 def plot_threshold_curve(curve: pd.DataFrame, ylabel: str, path: Path) -> None:

@@ -24,7 +24,5 @@ def main(cfg: Config) -> None:
     with atomic_path(cfg.submit.predictions_dir, is_dir=True) as out:
         np.savez(out / PREDICTIONS_FILE, ids=np.array(prep.test_ids), classes=np.array(prep.classes), probs=probs)
         save_config(cfg, out / "config.yaml")
-    get_competition(cfg.data.competition).write_submission(
-        cfg.submission_path, prep.test_ids, decode_labels(pred, prep.classes)
-    )
+    get_competition(cfg.data).write_submission(cfg.submission_path, prep.test_ids, decode_labels(pred, prep.classes))
     print(f"submit: {len(prep.test_ids)} rows, {pred.sum(1).mean():.2f} labels per row -> {cfg.submission_path}")

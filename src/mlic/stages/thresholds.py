@@ -20,12 +20,15 @@ def main(cfg: Config) -> None:
     thresholds = fit_thresholds(probs[covered], labels, cfg.thresholds)
     t = cfg.thresholds
     score = fbeta_samples(labels, binarize(probs[covered], thresholds, t.min_labels), t.beta)
-    write_json(t.out_file, {
-        "method": t.method,
-        "beta": t.beta,
-        "min_labels": t.min_labels,
-        "oof_rows": int(covered.sum()),
-        "oof_fbeta": round(score, 6),
-        "thresholds": {c: float(np.round(v, 6)) for c, v in zip(prep.classes, thresholds, strict=True)},
-    })  # fmt: skip
+    write_json(
+        t.out_file,
+        {
+            "method": t.method,
+            "beta": t.beta,
+            "min_labels": t.min_labels,
+            "oof_rows": int(covered.sum()),
+            "oof_fbeta": round(score, 6),
+            "thresholds": {c: float(np.round(v, 6)) for c, v in zip(prep.classes, thresholds, strict=True)},
+        },
+    )
     print(f"thresholds ({t.method}): out-of-fold F{t.beta:g} = {score:.4f} on {int(covered.sum())} rows")

@@ -67,8 +67,9 @@ def main(cfg: Config, fold: int) -> None:
             history = train_model(model, train, create_loss(cfg.train.loss), cfg.train, rt, on_epoch=log)
         views = tta_views(cfg.train.tta)
         oof, test_probs = predict(model, val, rt, views), predict(model, test, rt, views)
-        torch.save({"state_dict": model.state_dict(), "classes": prep.classes, "config": cfg.to_dict()},
-                   out / files.CHECKPOINT)  # fmt: skip
+        torch.save(
+            {"state_dict": model.state_dict(), "classes": prep.classes, "config": cfg.to_dict()}, out / files.CHECKPOINT
+        )
         np.savez(out / files.OOF_FILE, rows=val_rows, probs=oof)
         np.save(out / files.TEST_FILE, test_probs)
         save_config(cfg, out / files.CONFIG_FILE)

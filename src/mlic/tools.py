@@ -1,0 +1,67 @@
+"""The `mlic` tools that are not pipeline stages: check a dataset, validate and score submissions, download."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from mlic.competitions import Competition, get_competition
+from mlic.config import Config
+from mlic.errors import DataProblems
+
+
+def _competition(cfg: Config, competition: str | None) -> Competition:
+    data = dataclasses.replace(cfg.data, competition=competition) if competition else cfg.data
+    return get_competition(data)
+
+
+def check(cfg: Config, root: str | None, competition: str | None, quick: bool) -> int:
+    """List every problem of a dataset (exit 1), or summarise it when it is clean (exit 0)."""
+    comp = _competition(cfg, competition)
+    scan = comp.scan(Path(root or cfg.data.root), decode_images=not quick, workers=cfg.prepare.num_workers)
+    if scan.problems:
+        print(scan.error())
+        skippable = "" if scan.fatal else " (all in training rows: prepare.skip_bad_rows: true would drop them)"
+        print(f"{len(scan.problems)} problem(s){skippable}")
+        return 1
+    raw = scan.raw
+    print(
+        f"{scan.root}: OK, {comp.name}: {len(raw.train_ids)} train and {len(raw.test_ids)} test images, "
+        f"{len(raw.classes)} labels, {sum(map(len, raw.train_tags)) / max(1, len(raw.train_ids)):.2f} per image"
+    )
+    return 0
+
+
+def validate_submission(cfg: Config, file: Path, competition: str | None, root: str | None, allow_empty: bool) -> int:
+    """Check a submission file against the competition's sample submission; exit 1 listing what is wrong."""
+    from mlic.submission import validate_submission as validate
+
+    comp = _competition(cfg, competition)
+    data_root = Path(root or cfg.data.root)
+    vocabulary = comp.vocabulary(data_root)
+    if vocabulary is None:  # a folder dataset: its labels are the ones its training CSV uses
+        vocabulary = comp.scan(data_root).raw.classes
+    problems = validate(file, comp.submission, data_root / comp.submission.sample_file, vocabulary, allow_empty)
+    if problems:
+        print(DataProblems(problems, f"{file}: {len(problems)} problem(s); Kaggle would reject or misread it"))
+        return 1
+    print(f"{file}: valid {comp.name} submission")
+    return 0
+
+
+def score(cfg: Config, file: Path, solution: Path, competition: str | None) -> int:
+    """Print the submission's scores against the true labels, as JSON."""
+    from mlic.submission import score_submission
+
+    comp = _competition(cfg, competition)
+    print(json.dumps(score_submission(file, solution, comp.submission, cfg.thresholds.beta), indent=2))
+    return 0
+
+
+def download(cfg: Config, competition: str, dest: Path | None) -> int:
+    """Fetch competition files with the kaggle package when possible, else say where to put them."""
+    from mlic.download import download as fetch
+
+    print(fetch(competition, dest or Path("data/raw") / competition))
+    return 0
