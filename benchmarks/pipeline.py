@@ -31,42 +31,39 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
     parser.add_argument("--keep", type=Path, help="work in this directory and keep it")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a param")
     args = parser.parse_args()
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="mlic-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     params = yaml.safe_load(args.params.read_text())
+    for override in args.set:
+        key, value = override.split("=", 1)
+        section, name = key.split(".", 1)
+        params[section][name] = yaml.safe_load(value)
     root = Path(params["data"]["root"])
     if params["data"]["root"] != params["sample"]["out_dir"] and not root.is_absolute():
         params["data"]["root"] = str((REPO / root).resolve())  # relative to the repo, not the scratch directory
     (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     seconds = {}
     solution = Path(params["data"]["root"]) / "solution.csv"
-    for stage in ("sample", "prepare", "folds"):
+    for stage in ("sample", "prepare", "hog", "folds"):
         seconds[stage] = run_stage(workdir, stage)
     for fold in params["train"]["folds"]:
         seconds[f"train@{fold}"] = run_stage(workdir, "train", "--fold", str(fold))
     for stage in ("thresholds", "submit", "evaluate"):
         seconds[stage] = run_stage(workdir, stage)
     metrics = json.loads((workdir / params["evaluate"]["out_dir"] / "metrics.json").read_text())
-    n_train = params["sample"]["n_train"] if params["data"]["root"] == params["sample"]["out_dir"] else None
+    stats = json.loads((workdir / params["prepare"]["out_dir"] / "stats.json").read_text())
     train_seconds = sum(v for k, v in seconds.items() if k.startswith("train@"))
+    fraction = 1 - 1 / params["folds"]["n_splits"]
+    seen = stats["n_train"] * stats["views"] * fraction * params["train"]["epochs"] * len(params["train"]["folds"])
     result = {
         "params": str(args.params),
+        "overrides": args.set,
         "seconds": seconds,
         "total_seconds": round(sum(seconds.values()), 2),
         "train_seconds": round(train_seconds, 2),
-        "train_images_seen_per_second": (
-            round(
-                n_train
-                * (1 - 1 / params["folds"]["n_splits"])
-                * params["train"]["epochs"]
-                * len(params["train"]["folds"])
-                / train_seconds,
-                1,
-            )
-            if n_train
-            else None
-        ),
+        "train_images_seen_per_second": round(seen / train_seconds, 1),
         "metrics": metrics,
     }
     submission = (

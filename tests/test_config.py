@@ -68,3 +68,10 @@ def test_saved_config_round_trips(tmp_path):
 def test_submission_path_follows_competition_and_model():
     cfg = config_from_dict({"submit": {"out_dir": "subs"}, "model": {"name": "baseline"}})
     assert str(cfg.submission_path) == "subs/planet-baseline.csv"
+
+
+def test_example_configs_load():
+    configs = sorted((REPO / "configs").glob("*.yaml"))
+    assert configs
+    for path in configs:
+        load_config(path)

@@ -9,7 +9,7 @@ from mlic.competitions import COMPETITIONS
 from mlic.config import DataConfig, ModelConfig, ThresholdsConfig
 from mlic.errors import ConfigError
 from mlic.losses import LOSSES, create_loss
-from mlic.models import MODELS, create_model
+from mlic.models import MODELS, create_model, model_inputs
 from mlic.thresholds import THRESHOLD_METHODS, fit_thresholds
 from mlic.training import OPTIMIZERS
 
@@ -19,12 +19,19 @@ NUM_CLASSES = 5
 @pytest.mark.parametrize("name", MODELS.names())
 def test_every_model_runs_forward_and_backward(name):
     torch.manual_seed(0)
-    model = create_model(ModelConfig(name=name, backbone="resnet10t", extra_filters=8), NUM_CLASSES)
-    logits = model(torch.randn(2, 3, 32, 32))
+    cfg = ModelConfig(name=name, backbone="resnet10t", extra_filters=8, hog_projection=4)
+    model = create_model(cfg, NUM_CLASSES, hog_dim=12)
+    batch = {"image": torch.randn(2, 3, 32, 32), "hog": torch.randn(2, 12)}
+    logits = model(*(batch[k] for k in model_inputs(name)))
     assert logits.shape == (2, NUM_CLASSES)
     create_loss("bce")(logits, torch.ones(2, NUM_CLASSES)).backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
-    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_hog_models_say_when_hog_is_missing():
+    with pytest.raises(ConfigError, match="needs HOG features"):
+        create_model(ModelConfig(name="hog_linear"), NUM_CLASSES)
 
 
 @pytest.mark.parametrize("name", LOSSES.names())
@@ -38,9 +45,11 @@ def test_every_loss_is_a_finite_scalar_with_gradient(name):
 @pytest.mark.parametrize("name", AUGMENTATIONS.names())
 def test_every_augmentation_keeps_shape_and_dtype(name):
     image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    transform = create_augmentation(name)
+    transform = create_augmentation(name, image_size=32, seed=3)
     out = image if transform is None else transform(image=image)["image"]
     assert out.shape == image.shape and out.dtype == np.uint8
+    again = create_augmentation(name, image_size=32, seed=3)
+    assert np.array_equal(out, image if again is None else again(image=image)["image"])  # seeded
 
 
 @pytest.mark.parametrize("name", TTA_VIEWS.names())

@@ -1,6 +1,6 @@
 """The `mlic` command: `mlic <stage>` runs one pipeline stage (dvc.yaml calls exactly these), and a few tools.
 
-Stages: sample, prepare, folds, train --fold N, thresholds, submit, evaluate.
+Stages: sample, prepare, hog, folds, train --fold N, thresholds, submit, evaluate.
 Tools: check, validate-submission, score, download.
 """
 
@@ -25,6 +25,7 @@ def _fold_arg(parser: argparse.ArgumentParser) -> None:
 STAGES: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None] | None]] = {
     "sample": ("sample", "generate the embedded synthetic Planet-like competition", None),
     "prepare": ("prepare", "read and check the data, build the label matrix and image cache", None),
+    "hog": ("hog", "HOG features of every cached image view", None),
     "folds": ("folds", "multilabel-stratified k-fold split", None),
     "train": ("train", "train one fold and write OOF and test predictions", _fold_arg),
     "thresholds": ("thresholds", "fit per-class thresholds on out-of-fold predictions", None),

@@ -91,12 +91,47 @@ class PrepareConfig:
     image_size: int = 64
     num_workers: int = 2
     skip_bad_rows: bool = False  # drop training rows with problems (reported) instead of refusing the dataset
+    crop_views: int = 0  # extra random crops cached per image (iMet study: 5), beside the plain resize
+    crop_scale: float = 0.875  # crop side / side of the resized source the crops come from (224 / 256)
+    seed: int = 0  # crop positions
 
     def __post_init__(self):
         if self.image_size < 16:
             _fail("prepare.image_size", f"must be >= 16, got {self.image_size}")
+        if self.crop_views < 0:
+            _fail("prepare.crop_views", f"must be >= 0, got {self.crop_views}")
+        if not 0.1 <= self.crop_scale <= 1.0:
+            _fail("prepare.crop_scale", f"must be in [0.1, 1], got {self.crop_scale}")
+
+    @property
+    def views(self) -> int:
+        """Cached views per image: the plain resize plus the random crops."""
+        return 1 + self.crop_views
         if self.num_workers < 1:
             _fail("prepare.num_workers", f"must be >= 1, got {self.num_workers}")
+
+
+@dataclass(frozen=True)
+class HogConfig:
+    """HOG features of every cached view (stage `hog`), identical to skimage.feature.hog with L2-Hys blocks."""
+
+    out_dir: str = "data/processed/hog"
+    image_size: int = 64  # working size: cached images are resized to this before HOG
+    orientations: int = 9
+    pixels_per_cell: int = 8
+    cells_per_block: int = 2
+    batch_size: int = 256
+    num_workers: int = 2
+
+    def __post_init__(self):
+        if self.image_size < self.pixels_per_cell * self.cells_per_block:
+            _fail(
+                "hog.image_size",
+                f"{self.image_size} px holds no block of {self.cells_per_block} x {self.pixels_per_cell} px cells",
+                "raise hog.image_size or lower hog.pixels_per_cell",
+            )
+        if min(self.orientations, self.pixels_per_cell, self.cells_per_block, self.batch_size, self.num_workers) < 1:
+            _fail("hog", "orientations, pixels_per_cell, cells_per_block, batch_size and num_workers must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -122,6 +157,7 @@ class ModelConfig:
     pretrained_file: str | None = None
     extra_filters: int = 128
     drop_rate: float = 0.0
+    hog_projection: int = 0  # HOG models: project the standardised HOG vector to this width first (0: no layer)
 
     def __post_init__(self):
         if self.pretrained_file is not None and not self.pretrained:
@@ -130,6 +166,8 @@ class ModelConfig:
             _fail("model.extra_filters", f"must be >= 1, got {self.extra_filters}")
         if not 0.0 <= self.drop_rate < 1.0:
             _fail("model.drop_rate", f"must be in [0, 1), got {self.drop_rate}")
+        if self.hog_projection < 0:
+            _fail("model.hog_projection", f"must be >= 0, got {self.hog_projection}")
 
 
 @dataclass(frozen=True)
@@ -144,7 +182,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     optimizer: str = "adamw"
     loss: str = "bce"
-    augment: str = "dihedral"
+    augment: str = "satellite"
     tta: str = "flips"
     amp: bool = True
     device: str = "auto"
@@ -204,6 +242,7 @@ class Config:
     sample: SampleConfig = field(default_factory=SampleConfig)
     data: DataConfig = field(default_factory=DataConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    hog: HogConfig = field(default_factory=HogConfig)
     folds: FoldsConfig = field(default_factory=FoldsConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

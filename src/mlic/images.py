@@ -61,22 +61,46 @@ def byte_problem(data: bytes) -> str | None:
     return None
 
 
-def load_resized(path: str | os.PathLike, size: int) -> np.ndarray:
-    """Decode an image and resize it to (size, size) with area interpolation (the right filter for shrinking)."""
-    image = read_image(path)
-    if image.shape[:2] != (size, size):
-        shrink = image.shape[0] > size or image.shape[1] > size
-        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    return image
+def resize(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize to (size, size): area interpolation when shrinking (no aliasing), bilinear when enlarging."""
+    if image.shape[:2] == (size, size):
+        return image
+    shrink = image.shape[0] > size or image.shape[1] > size
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def image_views(image: np.ndarray, size: int, crops: int, crop_scale: float, rng: np.random.Generator) -> np.ndarray:
+    """The plain resize to `size`, then `crops` random size x size crops of a resize to `size / crop_scale`.
+
+    This is the iMet study's six-fold expansion (one resize and five random 224 crops of a 256 resize) when
+    crops=5 and crop_scale=224/256. Returns (1 + crops, size, size, 3) uint8.
+    """
+    views = np.empty((1 + crops, size, size, 3), dtype=np.uint8)
+    views[0] = resize(image, size)
+    if crops:
+        source = resize(image, max(size, round(size / crop_scale)))
+        tops = rng.integers(0, source.shape[0] - size + 1, crops)
+        lefts = rng.integers(0, source.shape[1] - size + 1, crops)
+        for k, (top, left) in enumerate(zip(tops, lefts, strict=True)):
+            views[1 + k] = source[top : top + size, left : left + size]
+    return views
 
 
 def build_image_cache(
-    paths: Sequence[Path], size: int, out_path: str | os.PathLike, workers: int = 2, desc: str = "images"
+    paths: Sequence[Path],
+    size: int,
+    out_path: str | os.PathLike,
+    workers: int = 2,
+    desc: str = "images",
+    crops: int = 0,
+    crop_scale: float = 0.875,
+    seed: int = 0,
 ) -> None:
-    """Decode and resize every image into one (N, size, size, 3) uint8 .npy file, readable with mmap.
+    """Decode every image once into one (N, 1 + crops, size, size, 3) uint8 .npy file, readable with mmap.
 
     The array is filled in place on disk, so memory stays bounded whatever N is, and the file appears only
-    once complete. Decoding runs in threads: OpenCV releases the GIL.
+    once complete. Decoding runs in threads (OpenCV releases the GIL). Crop positions come from
+    `default_rng([seed, row])`, so they do not depend on the order or parallelism of the build.
 
     Args:
         paths: Image files, in row order.
@@ -84,11 +108,19 @@ def build_image_cache(
         out_path: The .npy file to write.
         workers: Decoding threads.
         desc: Progress-bar label.
+        crops: Random crops per image beside the plain resize (see `image_views`).
+        crop_scale: Crop side over the side of the resize the crops are cut from.
+        seed: Seed of the crop positions.
     """
+
+    def views(item: tuple[int, Path]) -> np.ndarray:
+        return image_views(read_image(item[1]), size, crops, crop_scale, np.random.default_rng([seed, item[0]]))
+
     with atomic_path(out_path) as tmp:
-        cache = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
+        shape = (len(paths), 1 + crops, size, size, 3)
+        cache = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            images = pool.map(lambda p: load_resized(p, size), paths)
+            images = pool.map(views, enumerate(paths))
             for i, image in enumerate(tqdm(images, total=len(paths), desc=desc, unit="img", mininterval=1.0)):
                 cache[i] = image
         cache.flush()
@@ -101,14 +133,14 @@ def open_image_cache(path: str | os.PathLike) -> np.ndarray:
 
 
 def channel_stats(cache: np.ndarray, chunk: int = 1024) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of a uint8 image cache in [0, 1] units, computed in chunks to bound memory."""
+    """Per-channel mean and std of a uint8 image cache (channels last) in [0, 1] units, chunked to bound memory."""
     total = np.zeros(3)
     total_sq = np.zeros(3)
     for start in range(0, len(cache), chunk):
-        block = np.asarray(cache[start : start + chunk], dtype=np.float64) / 255.0
-        total += block.sum(axis=(0, 1, 2))
-        total_sq += (block**2).sum(axis=(0, 1, 2))
-    count = max(1, cache.shape[0] * cache.shape[1] * cache.shape[2])
+        block = np.asarray(cache[start : start + chunk], dtype=np.float64).reshape(-1, 3) / 255.0
+        total += block.sum(axis=0)
+        total_sq += (block**2).sum(axis=0)
+    count = max(1, cache.size // 3)
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean**2, 1e-12))
     return [round(float(m), 6) for m in mean], [round(float(s), 6) for s in std]

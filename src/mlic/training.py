@@ -22,27 +22,38 @@ OPTIMIZERS.register("adamw")(torch.optim.AdamW)
 OPTIMIZERS.register("sgd")(lambda params, lr, weight_decay: torch.optim.SGD(params, lr, 0.9, weight_decay=weight_decay))
 
 
-class CachedImages(Dataset):
-    """Rows of a uint8 image cache (memory map) with their labels, augmented on the fly.
+class CachedSamples(Dataset):
+    """(row, view) samples of the uint8 image cache and/or the HOG arrays, with labels, augmented on the fly.
 
-    Items are uint8 CHW tensors: normalisation happens on the device, batch-wise, which is faster and moves
-    a quarter of the bytes.
+    Items are dicts: "image" as a uint8 CHW tensor (normalisation happens on the device, batch-wise, which
+    is faster and moves a quarter of the bytes), "hog" as float32, "target" as float32 labels. Only the
+    arrays given are read, so a HOG-only model never touches the image cache.
     """
 
-    def __init__(self, images: np.ndarray, rows: np.ndarray, labels: np.ndarray | None = None, transform=None):
-        self.images, self.rows, self.labels, self.transform = images, rows, labels, transform
+    def __init__(self, arrays: dict[str, np.ndarray], rows: np.ndarray, views: np.ndarray, labels=None, transform=None):
+        self.arrays, self.rows, self.views, self.labels, self.transform = arrays, rows, views, labels, transform
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int):
-        image = np.asarray(self.images[self.rows[i]])
-        if self.transform is not None:
-            image = self.transform(image=image)["image"]
-        tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
-        if self.labels is None:
-            return tensor
-        return tensor, torch.from_numpy(self.labels[self.rows[i]].astype(np.float32))
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        row, view = int(self.rows[i]), int(self.views[i])
+        item = {}
+        if "image" in self.arrays:
+            image = np.asarray(self.arrays["image"][row, view])
+            if self.transform is not None:
+                image = self.transform(image=image)["image"]
+            item["image"] = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        if "hog" in self.arrays:
+            item["hog"] = torch.from_numpy(np.asarray(self.arrays["hog"][row, view], dtype=np.float32))
+        if self.labels is not None:
+            item["target"] = torch.from_numpy(self.labels[row].astype(np.float32))
+        return item
+
+
+def expand_views(rows: np.ndarray, n_views: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every (row, view) pair, row-major: the crop expansion turns N images into N * n_views samples."""
+    return np.repeat(rows, n_views), np.tile(np.arange(n_views), len(rows))
 
 
 def seed_worker(worker_id: int) -> None:
@@ -55,17 +66,24 @@ def seed_worker(worker_id: int) -> None:
 
 @dataclass(frozen=True)
 class Runtime:
-    """Where and how tensors are computed."""
+    """Where and how tensors are computed, and how inputs are normalised."""
 
     device: torch.device
     mean: torch.Tensor
     std: torch.Tensor
     amp_dtype: torch.dtype | None
+    hog_mean: torch.Tensor | None = None
+    hog_std: torch.Tensor | None = None
 
-    def to_input(self, batch: torch.Tensor) -> torch.Tensor:
-        """uint8 NCHW batch -> normalised float on the device."""
-        x = batch.to(self.device, non_blocking=True).float().div_(255.0)
-        return (x - self.mean) / self.std
+    def inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Model inputs on the device: images normalised by the training set's channel stats, HOG standardised."""
+        out = {}
+        if "image" in batch:
+            x = batch["image"].to(self.device, non_blocking=True).float().div_(255.0)
+            out["image"] = (x - self.mean) / self.std
+        if "hog" in batch:
+            out["hog"] = (batch["hog"].to(self.device, non_blocking=True) - self.hog_mean) / self.hog_std
+        return out
 
     def autocast(self):
         """Mixed precision on CUDA when enabled; a no-op elsewhere (CPU autocast is slower than float32 here)."""
@@ -74,7 +92,12 @@ class Runtime:
         return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
 
 
-def make_runtime(cfg: TrainConfig, mean: Sequence[float], std: Sequence[float]) -> Runtime:
+def make_runtime(
+    cfg: TrainConfig,
+    mean: Sequence[float],
+    std: Sequence[float],
+    hog_stats: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Runtime:
     """Resolve `train.device` (auto picks CUDA when present) and the AMP dtype (bf16 where supported)."""
     name = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
@@ -82,9 +105,19 @@ def make_runtime(cfg: TrainConfig, mean: Sequence[float], std: Sequence[float]) 
     if cfg.amp and device.type == "cuda":
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     shape = (1, 3, 1, 1)
+    hog = [torch.as_tensor(a, dtype=torch.float32, device=device) for a in hog_stats] if hog_stats else [None, None]
     return Runtime(
-        device, torch.tensor(mean, device=device).view(shape), torch.tensor(std, device=device).view(shape), amp_dtype
+        device,
+        torch.tensor(mean, device=device).view(shape),
+        torch.tensor(std, device=device).view(shape),
+        amp_dtype,
+        *hog,
     )
+
+
+def forward(model: nn.Module, inputs: dict[str, torch.Tensor], names: Sequence[str]) -> torch.Tensor:
+    """Call the model with the batch entries it takes, in its order."""
+    return model(*(inputs[name] for name in names))
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -101,6 +134,7 @@ def train_model(
     loss_fn: nn.Module,
     cfg: TrainConfig,
     rt: Runtime,
+    inputs: Sequence[str] = ("image",),
     on_epoch: Callable[[int, float], None] | None = None,
 ) -> list[float]:
     """Train for `cfg.epochs` with one-cycle cosine LR; returns the mean training loss of each epoch."""
@@ -112,15 +146,17 @@ def train_model(
     history = []
     for epoch in range(cfg.epochs):
         total, count = 0.0, 0
-        for images, targets in tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, mininterval=2.0):
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, mininterval=2.0)
+        for batch in bar:
             with rt.autocast():
-                loss = loss_fn(model(rt.to_input(images)).float(), targets.to(rt.device))
+                loss = loss_fn(forward(model, rt.inputs(batch), inputs).float(), batch["target"].to(rt.device))
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
-            total, count = total + loss.item() * len(images), count + len(images)
+            total, count = total + loss.item() * len(batch["target"]), count + len(batch["target"])
+            bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
         history.append(total / max(count, 1))
         if not math.isfinite(history[-1]):
             raise FloatingPointError(f"training loss became {history[-1]} at epoch {epoch + 1}; lower train.lr")
@@ -131,15 +167,28 @@ def train_model(
 
 @torch.no_grad()
 def predict(
-    model: nn.Module, loader: DataLoader, rt: Runtime, views: Sequence[Callable[[torch.Tensor], torch.Tensor]]
+    model: nn.Module,
+    loader: DataLoader,
+    rt: Runtime,
+    views: Sequence[Callable[[torch.Tensor], torch.Tensor]],
+    inputs: Sequence[str] = ("image",),
+    cached_views: int = 1,
 ) -> np.ndarray:
-    """Sigmoid probabilities (N, C) float32, averaged over the test-time augmentation views."""
+    """Sigmoid probabilities (N, C) float32, averaged over test-time views.
+
+    Two kinds of views are averaged: the flips and rotations in `views`, applied to the image on the device,
+    and the `cached_views` consecutive samples of each row (the cached resize and crops; see `expand_views`).
+    """
     model.to(rt.device).eval()
+    views = views if "image" in inputs else views[:1]  # flipping an image changes nothing for a HOG-only model
     out = []
     for batch in tqdm(loader, desc="predict", leave=False, mininterval=2.0):
-        images = batch[0] if isinstance(batch, (list, tuple)) else batch
-        x = rt.to_input(images)
+        x = rt.inputs(batch)
+        total = 0.0
         with rt.autocast():
-            probs = sum(torch.sigmoid(model(view(x)).float()) for view in views) / len(views)
-        out.append(probs.cpu().numpy().astype(np.float32))
-    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+            for view in views:
+                viewed = {**x, "image": view(x["image"])} if "image" in x else x
+                total = total + torch.sigmoid(forward(model, viewed, inputs).float())
+        out.append((total / len(views)).cpu().numpy().astype(np.float32))
+    probs = np.concatenate(out)
+    return probs.reshape(-1, cached_views, probs.shape[1]).mean(axis=1)

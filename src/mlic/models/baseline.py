@@ -6,8 +6,7 @@ import torch
 from torch import nn
 
 from mlic.config import ModelConfig
-from mlic.errors import ConfigError
-from mlic.models.registry import create_backbone, feature_channels, register_model
+from mlic.models.registry import create_backbone, feature_channels, feature_map, register_model
 
 
 class ResidualBlock(nn.Module):
@@ -51,14 +50,11 @@ class BackboneResidualClassifier(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) normalised images -> (N, num_classes) logits."""
-        features = self.backbone.forward_features(images)
-        if features.ndim != 4:
-            raise ConfigError("model.backbone must be a CNN with a (N, C, H, W) feature map, e.g. resnet18")
-        pooled = self.pool(self.block(features)).flatten(1)
+        pooled = self.pool(self.block(feature_map(self.backbone, images))).flatten(1)
         return self.classifier(self.dropout(pooled))
 
 
 @register_model("baseline")
-def baseline(cfg: ModelConfig, num_classes: int) -> nn.Module:
+def baseline(cfg: ModelConfig, num_classes: int, hog_dim: int | None = None) -> nn.Module:
     """Timm backbone + residual block with `model.extra_filters` filters + GAP + sigmoid per label."""
     return BackboneResidualClassifier(create_backbone(cfg), cfg.extra_filters, num_classes, cfg.drop_rate)

@@ -6,20 +6,54 @@ from collections.abc import Callable
 from pathlib import Path
 
 import timm
+import torch
 from torch import nn
 
 from mlic.config import ModelConfig
 from mlic.errors import ConfigError, MlicError
 from mlic.registry import Registry
 
-ModelBuilder = Callable[[ModelConfig, int], nn.Module]
+ModelBuilder = Callable[[ModelConfig, int, int | None], nn.Module]
 MODELS: Registry[ModelBuilder] = Registry("model", "model.name")
-register_model = MODELS.register
+INPUTS = ("image", "hog")  # what a model may read from a batch: the cached image, and its HOG vector
 
 
-def create_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
-    """Build the model named `cfg.name`; it returns one logit per label."""
-    return MODELS.get(cfg.name)(cfg, num_classes)
+def register_model(name: str, inputs: tuple[str, ...] = ("image",)) -> Callable[[ModelBuilder], ModelBuilder]:
+    """Decorator registering a builder `(cfg, num_classes, hog_dim) -> nn.Module` under `name`.
+
+    Args:
+        name: The `model.name` that selects it.
+        inputs: The batch entries its forward takes, in order: "image" (normalised NCHW) and/or "hog"
+            (standardised HOG vectors). Training loads only these, so a HOG-only model never reads an image.
+    """
+    unknown = set(inputs) - set(INPUTS)
+    if unknown:
+        raise ValueError(f"model {name!r}: unknown inputs {sorted(unknown)}")
+
+    def add(builder: ModelBuilder) -> ModelBuilder:
+        builder.inputs = inputs  # type: ignore[attr-defined]
+        return MODELS.register(name)(builder)
+
+    return add
+
+
+def model_inputs(name: str) -> tuple[str, ...]:
+    """The batch entries the model called `name` takes."""
+    return MODELS.get(name).inputs  # type: ignore[attr-defined]
+
+
+def create_model(cfg: ModelConfig, num_classes: int, hog_dim: int | None = None) -> nn.Module:
+    """Build the model named `cfg.name`; it returns one logit per label.
+
+    Args:
+        cfg: The `model` section.
+        num_classes: Labels to predict.
+        hog_dim: Length of the HOG vectors, for models that take them.
+    """
+    builder = MODELS.get(cfg.name)
+    if "hog" in builder.inputs and not hog_dim:  # type: ignore[attr-defined]
+        raise ConfigError(f"model {cfg.name!r} needs HOG features", fix="run the hog stage (dvc repro hog) first")
+    return builder(cfg, num_classes, hog_dim)
 
 
 def create_backbone(cfg: ModelConfig) -> nn.Module:
@@ -56,3 +90,11 @@ def create_backbone(cfg: ModelConfig) -> nn.Module:
 def feature_channels(backbone: nn.Module) -> int:
     """Channels of the backbone's final feature map."""
     return int(backbone.num_features)
+
+
+def feature_map(backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The backbone's last (N, C, H, W) feature map; a ConfigError for backbones without one (transformers)."""
+    features = backbone.forward_features(images)
+    if features.ndim != 4:
+        raise ConfigError("model.backbone must be a CNN with a (N, C, H, W) feature map, e.g. resnet50")
+    return features

@@ -45,13 +45,17 @@ def main(cfg: Config) -> None:
         print(f"prepare: dropped {len(dropped)} label(s) seen < {cfg.data.min_label_count} times: {dropped}")
     with atomic_path(p.out_dir, is_dir=True) as out:
         write_index(out, raw, labels, classes)
-        build_image_cache(raw.train_paths, p.image_size, out / files.TRAIN_IMAGES, p.num_workers, desc="cache train")
-        build_image_cache(raw.test_paths, p.image_size, out / files.TEST_IMAGES, p.num_workers, desc="cache test")
+        views = {"crops": p.crop_views, "crop_scale": p.crop_scale, "seed": p.seed}
+        build_image_cache(
+            raw.train_paths, p.image_size, out / files.TRAIN_IMAGES, p.num_workers, "cache train", **views
+        )
+        build_image_cache(raw.test_paths, p.image_size, out / files.TEST_IMAGES, p.num_workers, "cache test", **views)
         mean, std = channel_stats(open_image_cache(out / files.TRAIN_IMAGES))
         stats = {
             "n_train": len(raw.train_ids),
             "n_test": len(raw.test_ids),
             "image_size": p.image_size,
+            "views": p.views,
             "mean": mean,
             "std": std,
             "skipped_train_rows": len(scan.bad_train_rows),

@@ -1,0 +1,56 @@
+"""The image cache with the iMet study's crop expansion, and how training and prediction use its views."""
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from mlic.config import TrainConfig
+from mlic.images import build_image_cache, channel_stats, image_views, open_image_cache
+from mlic.training import CachedSamples, expand_views, make_runtime, predict
+
+
+def test_image_views_are_a_resize_plus_random_crops():
+    image = np.random.default_rng(0).integers(0, 256, (300, 200, 3), dtype=np.uint8)
+    views = image_views(image, 56, crops=5, crop_scale=56 / 64, rng=np.random.default_rng(1))
+    assert views.shape == (6, 56, 56, 3) and views.dtype == np.uint8
+    assert len({v.tobytes() for v in views}) == 6
+    same = image_views(image, 56, crops=5, crop_scale=56 / 64, rng=np.random.default_rng(1))
+    assert np.array_equal(views, same)
+
+
+def test_cache_build_is_deterministic_and_complete(sample_competition, tmp_path):
+    paths = sorted((sample_competition / "train-jpg").glob("*.jpg"))[:10]
+    for name in ("a.npy", "b.npy"):
+        build_image_cache(paths, 24, tmp_path / name, workers=2, crops=2, crop_scale=0.75, seed=5)
+    a, b = open_image_cache(tmp_path / "a.npy"), open_image_cache(tmp_path / "b.npy")
+    assert a.shape == (10, 3, 24, 24, 3) and isinstance(a, np.memmap)
+    assert np.array_equal(a, b)
+    mean, std = channel_stats(a)
+    assert len(mean) == 3 and all(0 < m < 1 for m in mean) and all(s > 0 for s in std)
+
+
+def test_samples_expand_views_and_read_only_what_the_model_needs():
+    images = np.arange(4 * 2 * 8 * 8 * 3, dtype=np.uint8).reshape(4, 2, 8, 8, 3)
+    hog = np.random.default_rng(0).random((4, 2, 5)).astype(np.float16)
+    labels = np.eye(4, 3, dtype=np.uint8)
+    rows, views = expand_views(np.array([1, 3]), 2)
+    assert rows.tolist() == [1, 1, 3, 3] and views.tolist() == [0, 1, 0, 1]
+    item = CachedSamples({"hog": hog}, rows, views, labels)[1]
+    assert set(item) == {"hog", "target"} and torch.equal(item["hog"], torch.from_numpy(hog[1, 1].astype(np.float32)))
+    item = CachedSamples({"image": images}, rows, views)[2]
+    assert set(item) == {"image"} and item["image"].shape == (3, 8, 8)
+
+
+class MeanOfImage(torch.nn.Module):
+    def forward(self, image):
+        return image.mean(dim=(1, 2, 3)).unsqueeze(1)
+
+
+def test_predict_averages_cached_views_per_row():
+    images = np.zeros((2, 3, 4, 4, 3), dtype=np.uint8)
+    images[0, 1] = 255  # one of row 0's three views is white
+    rt = make_runtime(TrainConfig(device="cpu"), [0.0] * 3, [1.0] * 3)
+    loader = DataLoader(CachedSamples({"image": images}, *expand_views(np.arange(2), 3)), batch_size=4)
+    probs = predict(MeanOfImage(), loader, rt, [lambda x: x], cached_views=3)
+    expected = (torch.sigmoid(torch.tensor(1.0)) + 2 * torch.sigmoid(torch.tensor(0.0))) / 3
+    assert probs.shape == (2, 1) and np.isclose(probs[0, 0], expected) and np.isclose(probs[1, 0], 0.5)
