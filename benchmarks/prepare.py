@@ -1,7 +1,8 @@
 """Prepare-stage cost on real data: planet-32px (20k images) end to end, and the label matrix at iMet scale.
 
-Prints JSON: wall seconds and peak resident memory of `mlic prepare` on ../shared/data/planet-32px, and the
-seconds to parse, encode and bit-pack the real iMet train.csv (109,237 x 1,103).
+Prints JSON: wall seconds and peak resident memory of `mlic prepare` on ../shared/data/planet-32px, the cache
+build rate on the real 256 px Planet chips (resized to 128), and the seconds to parse, encode and bit-pack the
+real iMet train.csv (109,237 x 1,103).
 Usage: .venv/bin/python benchmarks/prepare.py [--image-size 32] [--workers 2]
 """
 
@@ -42,6 +43,26 @@ def bench_prepare(image_size: int, workers: int) -> dict:
         "seconds": round(seconds, 2),
         "images_per_second": round(images / seconds, 1),
         "peak_rss_mib": round(peak_mib, 1),
+    }
+
+
+def bench_full_res_cache(image_size: int, workers: int, repeat: int = 40) -> dict:
+    """Cache build throughput on the real 256 px CMYK Planet chips (repeated), projected to all of Planet."""
+    from mlic.images import build_image_cache
+
+    chips = sorted((SHARED / "planet" / "train-jpg").glob("*.jpg")) * repeat
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        build_image_cache(chips, image_size, Path(tmp) / "cache.npy", workers, desc="cache 256px chips")
+        seconds = time.perf_counter() - start
+    rate = len(chips) / seconds
+    return {
+        "images": len(chips),
+        "source_px": 256,
+        "image_size": image_size,
+        "workers": workers,
+        "images_per_second": round(rate, 1),
+        "projected_full_planet_minutes": round(101670 / rate / 60, 1),
     }
 
 
@@ -87,7 +108,11 @@ def main() -> None:
     args = parser.parse_args()
     if not (SHARED / "planet-32px").is_dir():
         sys.exit(f"real data not found under {SHARED} (see its README)")
-    result = {"planet_32px_prepare": bench_prepare(args.image_size, args.workers), "imet_labels": bench_imet_labels()}
+    result = {
+        "planet_32px_prepare": bench_prepare(args.image_size, args.workers),
+        "planet_256px_cache": bench_full_res_cache(128, args.workers),
+        "imet_labels": bench_imet_labels(),
+    }
     print(json.dumps(result, indent=2))
 
 
