@@ -6,10 +6,11 @@ import torch
 
 from mlic.augment import AUGMENTATIONS, TTA_VIEWS, create_augmentation, tta_views
 from mlic.competitions import COMPETITIONS
-from mlic.config import DataConfig, ModelConfig, ThresholdsConfig
+from mlic.config import DataConfig, ModelConfig, ThresholdsConfig, TrainConfig
 from mlic.errors import ConfigError
 from mlic.losses import LOSSES, create_loss
 from mlic.models import MODELS, create_model, model_inputs
+from mlic.sampling import SAMPLERS, make_train_loader
 from mlic.thresholds import THRESHOLD_METHODS, fit_thresholds
 from mlic.training import OPTIMIZERS
 
@@ -37,7 +38,9 @@ def test_hog_models_say_when_hog_is_missing():
 @pytest.mark.parametrize("name", LOSSES.names())
 def test_every_loss_is_a_finite_scalar_with_gradient(name):
     logits = torch.randn(4, NUM_CLASSES, requires_grad=True)
-    loss = create_loss(name)(logits, (torch.rand(4, NUM_CLASSES) > 0.5).float())
+    loss = create_loss(name, label_freq=torch.full((NUM_CLASSES,), 0.3))(
+        logits, (torch.rand(4, NUM_CLASSES) > 0.5).float()
+    )
     loss.backward()
     assert loss.ndim == 0 and torch.isfinite(loss) and logits.grad is not None
 
@@ -91,3 +94,21 @@ def test_unknown_names_list_the_choices():
     assert "Did you mean 'baseline'?" in str(info.value) and "model.name" in str(info.value)
     with pytest.raises(ConfigError, match="unknown timm backbone"):
         create_model(ModelConfig(backbone="resnet_does_not_exist"), NUM_CLASSES)
+
+
+@pytest.mark.parametrize("name", SAMPLERS.names())
+def test_every_sampler_gives_full_batches_of_distinct_samples(name):
+    labels = (np.random.default_rng(0).random((100, NUM_CLASSES)) < 0.2).astype(np.uint8)
+    dataset = torch.utils.data.TensorDataset(torch.arange(100))
+    cfg = TrainConfig(sampler=name, batch_size=16)
+    loader = make_train_loader(dataset, labels, cfg, torch.Generator().manual_seed(0))
+    batches = [b[0].tolist() for b in loader]
+    assert len(batches) == 6 and all(len(b) == 16 for b in batches)
+    seen = [i for b in batches for i in b]
+    assert len(set(seen)) == len(seen)
+
+
+def test_oversampling_needs_the_stratified_sampler():
+    with pytest.raises(ConfigError, match="oversample_power"):
+        make_train_loader(torch.utils.data.TensorDataset(torch.arange(4)), np.ones((4, 2)),
+                          TrainConfig(oversample_power=0.5, batch_size=2), torch.Generator())  # fmt: skip

@@ -158,6 +158,11 @@ class ModelConfig:
     extra_filters: int = 128
     drop_rate: float = 0.0
     hog_projection: int = 0  # HOG models: project the standardised HOG vector to this width first (0: no layer)
+    feature_indices: tuple[int, ...] = (1, 2, 3, 4)  # hourglass: backbone stages whose feature maps it uses
+    dilation: int = 2  # hourglass: dilation of the 3x3 conv that maps features to one channel per label
+    se_reduction: int = 4  # hourglass: squeeze-excitation bottleneck = labels / se_reduction
+    pooling: str = "avg"  # hourglass: global pooling of the label maps (registry: avg, max, lse)
+    deep_supervision: bool = False  # hourglass: also train each scale's pooled output
 
     def __post_init__(self):
         if self.pretrained_file is not None and not self.pretrained:
@@ -168,6 +173,10 @@ class ModelConfig:
             _fail("model.drop_rate", f"must be in [0, 1), got {self.drop_rate}")
         if self.hog_projection < 0:
             _fail("model.hog_projection", f"must be >= 0, got {self.hog_projection}")
+        if not self.feature_indices or sorted(set(self.feature_indices)) != list(self.feature_indices):
+            _fail("model.feature_indices", f"must be increasing stage indices, got {list(self.feature_indices)}")
+        if self.dilation < 1 or self.se_reduction < 1:
+            _fail("model.dilation", "dilation and se_reduction must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -181,6 +190,8 @@ class TrainConfig:
     lr: float = 3e-3
     weight_decay: float = 1e-4
     optimizer: str = "adamw"
+    sampler: str = "random"  # random, or stratified: batches whose label frequencies track the training set's
+    oversample_power: float = 0.0  # stratified sampler: draw samples ~ (1 / rarest label frequency) ** power
     loss: str = "bce"
     augment: str = "satellite"
     tta: str = "flips"
@@ -197,6 +208,8 @@ class TrainConfig:
                 _fail(f"train.{name}", f"must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
             _fail("train.lr", f"must be > 0, got {self.lr}")
+        if self.oversample_power < 0:
+            _fail("train.oversample_power", f"must be >= 0, got {self.oversample_power}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             _fail("train.device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 

@@ -116,8 +116,24 @@ def make_runtime(
 
 
 def forward(model: nn.Module, inputs: dict[str, torch.Tensor], names: Sequence[str]) -> torch.Tensor:
-    """Call the model with the batch entries it takes, in its order."""
-    return model(*(inputs[name] for name in names))
+    """Call the model with the batch entries it takes, in its order; returns its final logits."""
+    return split_outputs(model(*(inputs[name] for name in names)))[0]
+
+
+def split_outputs(out: torch.Tensor | dict) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """A model's final logits and its auxiliary logits (deep supervision returns a dict while training)."""
+    if isinstance(out, dict):
+        return out["logits"], list(out.get("aux_logits", []))
+    return out, []
+
+
+def supervised_loss(model: nn.Module, x: dict, names: Sequence[str], target: torch.Tensor, loss_fn: nn.Module):
+    """The loss on the final logits, plus the mean loss of any auxiliary (deeply supervised) outputs."""
+    logits, aux = split_outputs(model(*(x[name] for name in names)))
+    loss = loss_fn(logits.float(), target)
+    if aux:
+        loss = loss + sum(loss_fn(a.float(), target) for a in aux) / len(aux)
+    return loss
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -149,7 +165,7 @@ def train_model(
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, mininterval=2.0)
         for batch in bar:
             with rt.autocast():
-                loss = loss_fn(forward(model, rt.inputs(batch), inputs).float(), batch["target"].to(rt.device))
+                loss = supervised_loss(model, rt.inputs(batch), inputs, batch["target"].to(rt.device), loss_fn)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)

@@ -1,6 +1,6 @@
 """Models, registered by the name used in `model.name`."""
 
-from mlic.models import baseline, hog_models  # noqa: F401  (register the models)
+from mlic.models import baseline, hog_models, hourglass  # noqa: F401  (register the models)
 from mlic.models.registry import MODELS, create_model, model_inputs, register_model
 
 __all__ = ["MODELS", "create_model", "model_inputs", "register_model"]

@@ -56,9 +56,10 @@ def create_model(cfg: ModelConfig, num_classes: int, hog_dim: int | None = None)
     return builder(cfg, num_classes, hog_dim)
 
 
-def create_backbone(cfg: ModelConfig) -> nn.Module:
+def create_backbone(cfg: ModelConfig, out_indices: tuple[int, ...] | None = None) -> nn.Module:
     """A timm backbone without pooling or classifier, optionally with pretrained weights.
 
+    With `out_indices` it is built `features_only` and returns the feature maps of those stages (a list).
     `model.pretrained_file` loads weights from a local file (timm's `pretrained_cfg_overlay`), for machines
     without internet; `model.pretrained: true` alone downloads them from the hub.
 
@@ -69,7 +70,11 @@ def create_backbone(cfg: ModelConfig) -> nn.Module:
     if not timm.is_model(cfg.backbone):
         close = timm.list_models(f"*{cfg.backbone.split('.')[0][:6]}*")[:5]
         raise ConfigError(f"unknown timm backbone {cfg.backbone!r} in model.backbone", fix=f"e.g. one of {close}")
-    kwargs: dict = {"pretrained": cfg.pretrained, "num_classes": 0, "global_pool": ""}
+    kwargs: dict = {"pretrained": cfg.pretrained}
+    if out_indices is None:
+        kwargs.update(num_classes=0, global_pool="")
+    else:
+        kwargs.update(features_only=True, out_indices=out_indices)
     if cfg.pretrained_file:
         if not Path(cfg.pretrained_file).is_file():
             raise ConfigError(

@@ -19,6 +19,7 @@ from mlic.losses import create_loss
 from mlic.metrics import fbeta_samples
 from mlic.models import create_model, model_inputs
 from mlic.prepared import Prepared, load_folds, load_prepared
+from mlic.sampling import make_train_loader
 from mlic.thresholds import binarize
 from mlic.training import (
     CachedSamples,
@@ -44,16 +45,16 @@ def loaders(cfg: Config, prep: Prepared, hog: HogFeatures | None, rows: tuple[np
     """Shuffled, augmented training loader over every cached view; ordered validation and test loaders."""
     t, inputs, n_views = cfg.train, model_inputs(cfg.model.name), prep.train_images.shape[1]
     generator = seed_everything(t.seed)
-    common = {"batch_size": t.batch_size, "num_workers": t.num_workers, "pin_memory": torch.cuda.is_available()}
+    common = {"num_workers": t.num_workers, "pin_memory": torch.cuda.is_available()}
     transform = create_augmentation(t.augment, cfg.prepare.image_size, t.seed)
     train_arrays, test_arrays = split_arrays(prep, hog, inputs, "train"), split_arrays(prep, hog, inputs, "test")
     train_set = CachedSamples(train_arrays, *expand_views(rows[0], n_views), prep.labels, transform)
-    drop_last = len(train_set) > t.batch_size
-    train = DataLoader(train_set, shuffle=True, drop_last=drop_last, generator=generator, worker_init_fn=seed_worker,
-                       **common)  # fmt: skip
-    val = DataLoader(CachedSamples(train_arrays, *expand_views(rows[1], n_views), prep.labels), **common)
+    train = make_train_loader(
+        train_set, prep.labels[train_set.rows], t, generator, worker_init_fn=seed_worker, **common
+    )
+    val = DataLoader(CachedSamples(train_arrays, *expand_views(rows[1], n_views), prep.labels), t.batch_size, **common)
     test_rows = expand_views(np.arange(len(prep.test_ids)), n_views)
-    return train, val, DataLoader(CachedSamples(test_arrays, *test_rows), **common)
+    return train, val, DataLoader(CachedSamples(test_arrays, *test_rows), t.batch_size, **common)
 
 
 def epoch_logger(live: Live, model: torch.nn.Module, val: DataLoader, labels: np.ndarray, rt: Runtime, cfg: Config):
@@ -86,7 +87,15 @@ def main(cfg: Config, fold: int) -> None:
     with atomic_path(cfg.fold_dir(fold), is_dir=True) as out:
         with Live(dir=str(out / "live"), save_dvc_exp=False, dvcyaml=False) as live:
             log = epoch_logger(live, model, val, prep.labels[rows[1]], rt, cfg)
-            history = train_model(model, train, create_loss(cfg.train.loss), cfg.train, rt, inputs, on_epoch=log)
+            history = train_model(
+                model,
+                train,
+                create_loss(cfg.train.loss, label_freq=prep.labels[rows[0]].mean(axis=0)),
+                cfg.train,
+                rt,
+                inputs,
+                on_epoch=log,
+            )
         views = tta_views(cfg.train.tta)
         oof = predict(model, val, rt, views, inputs, n_views)
         test_probs = predict(model, test, rt, views, inputs, n_views)

@@ -1,0 +1,58 @@
+"""The hourglass model: per-scale label maps, label SE, top-down merge, pooling choices, deep supervision."""
+
+import pytest
+import torch
+
+from mlic.config import ModelConfig
+from mlic.losses import create_loss
+from mlic.models import create_model
+from mlic.models.hourglass import POOLINGS
+from mlic.training import supervised_loss
+
+NUM_CLASSES = 6
+
+
+def build(**kw):
+    torch.manual_seed(0)
+    return create_model(ModelConfig(name="hourglass", backbone="resnet10t", **kw), NUM_CLASSES)
+
+
+@pytest.mark.parametrize("pooling", POOLINGS.names())
+def test_every_pooling_gives_one_logit_per_label(pooling):
+    model = build(pooling=pooling)
+    logits = model(torch.randn(2, 3, 64, 64))
+    assert logits.shape == (2, NUM_CLASSES) and torch.isfinite(logits).all()
+
+
+def test_lse_pooling_lies_between_average_and_max():
+    maps = torch.randn(3, NUM_CLASSES, 5, 7)
+    avg, lse, mx = (POOLINGS.get(name)(maps) for name in ("avg", "lse", "max"))
+    assert (avg <= lse + 1e-6).all() and (lse <= mx + 1e-6).all()
+
+
+def test_label_maps_come_out_per_label_at_the_finest_scale():
+    model = build(feature_indices=(2, 3, 4)).eval()
+    maps = model.label_maps(torch.randn(1, 3, 64, 64))
+    assert maps.shape == (1, NUM_CLASSES, 8, 8) and ((maps >= 0) & (maps <= 1)).all()
+    assert len(model.scale_maps(torch.randn(1, 3, 64, 64))) == 3
+
+
+def test_deep_supervision_trains_every_scale_and_predicts_plain_logits():
+    model = build(deep_supervision=True).train()
+    out = model(torch.randn(2, 3, 64, 64))
+    assert set(out) == {"logits", "aux_logits"} and len(out["aux_logits"]) == 3
+    loss = supervised_loss(model, {"image": torch.randn(2, 3, 64, 64)}, ("image",), torch.ones(2, NUM_CLASSES),
+                           create_loss("bce"))  # fmt: skip
+    loss.backward()
+    coarsest = model.to_labels[-1].weight.grad
+    assert coarsest is not None and coarsest.abs().sum() > 0
+    assert model.eval()(torch.randn(1, 3, 64, 64)).shape == (1, NUM_CLASSES)
+
+
+def test_top_down_merge_carries_coarse_evidence_to_the_finest_map():
+    model = build().eval()
+    with torch.no_grad():
+        base = model.scale_maps(torch.zeros(1, 3, 64, 64))[0]
+        model.to_labels[-1].bias.add_(3.0)  # raise only the coarsest scale's label maps
+        raised = model.scale_maps(torch.zeros(1, 3, 64, 64))[0]
+    assert (raised - base).mean() > 1.0
