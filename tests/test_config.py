@@ -75,3 +75,13 @@ def test_example_configs_load():
     assert configs
     for path in configs:
         load_config(path)
+
+
+def test_loss_options_are_a_checked_mapping_of_numbers():
+    cfg = config_from_dict({"train": {"loss": "focal", "loss_options": {"gamma": 1, "alpha": "0.5"}}})
+    assert cfg.train.loss_options == {"gamma": 1.0, "alpha": 0.5}
+    assert config_from_dict({"train": {"loss_options": {"alpha": None}}}).train.loss_options == {"alpha": None}
+    with pytest.raises(ConfigError, match="train.loss_options.gamma: expected float"):
+        config_from_dict({"train": {"loss_options": {"gamma": "strong"}}})
+    with pytest.raises(ConfigError, match="train.loss_options: expected a mapping"):
+        config_from_dict({"train": {"loss_options": [1, 2]}})

@@ -193,6 +193,7 @@ class TrainConfig:
     sampler: str = "random"  # random, or stratified: batches whose label frequencies track the training set's
     oversample_power: float = 0.0  # stratified sampler: draw samples ~ (1 / rarest label frequency) ** power
     loss: str = "bce"
+    loss_options: dict[str, float | None] = field(default_factory=dict)  # e.g. {gamma: 2.0} for focal; see mlic.losses
     augment: str = "satellite"
     tta: str = "flips"
     amp: bool = True
@@ -297,6 +298,10 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
         if value is None and type(None) in args:
             return None
         return _coerce(key, next(a for a in args if a is not type(None)), value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            _fail(key, f"expected a mapping, got {value!r}")
+        return {str(k): _coerce(f"{key}.{k}", args[1], v) for k, v in value.items()}
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             _fail(key, f"expected a list, got {value!r}")

@@ -90,7 +90,7 @@ def main(cfg: Config, fold: int) -> None:
             history = train_model(
                 model,
                 train,
-                create_loss(cfg.train.loss, label_freq=prep.labels[rows[0]].mean(axis=0)),
+                create_loss(cfg.train.loss, prep.labels[rows[0]].mean(axis=0), **cfg.train.loss_options),
                 cfg.train,
                 rt,
                 inputs,
