@@ -12,6 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mlic.errors import MlicError
+from mlic.features import mean_std
 from mlic.io import atomic_path
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -132,18 +133,10 @@ def open_image_cache(path: str | os.PathLike) -> np.ndarray:
     return np.load(path, mmap_mode="r")
 
 
-def channel_stats(cache: np.ndarray, chunk: int = 1024) -> tuple[list[float], list[float]]:
+def channel_stats(cache: np.ndarray) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of a uint8 image cache (channels last) in [0, 1] units, chunked to bound memory."""
-    total = np.zeros(3)
-    total_sq = np.zeros(3)
-    for start in range(0, len(cache), chunk):
-        block = np.asarray(cache[start : start + chunk], dtype=np.float64).reshape(-1, 3) / 255.0
-        total += block.sum(axis=0)
-        total_sq += (block**2).sum(axis=0)
-    count = max(1, cache.size // 3)
-    mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - mean**2, 1e-12))
-    return [round(float(m), 6) for m in mean], [round(float(s), 6) for s in std]
+    mean, std = mean_std(cache)
+    return [round(float(m) / 255.0, 6) for m in mean], [round(float(s) / 255.0, 6) for s in np.maximum(std, 255e-6)]
 
 
 def image_problem(path: Path, decode: bool = True) -> str | None:

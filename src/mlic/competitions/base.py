@@ -276,7 +276,7 @@ class Competition:
 
 def read_tag_csv(
     comp: Competition, root: Path, scan: Scan, vocabulary: Sequence[str] | None, csv_name: str, label_column: str
-) -> tuple[pd.DataFrame, list[list[str]], Path]:
+) -> tuple[pd.DataFrame, list[list[str]]]:
     """Read a training CSV with one space-separated label column, recording row problems in `scan`."""
     path = root / csv_name
     id_column = comp.submission.id_column
@@ -284,4 +284,4 @@ def read_tag_csv(
     tags, problems = parse_label_cells(list(frame[label_column]), list(frame[id_column]), path, vocabulary)
     for row, problem in problems + duplicate_rows(frame, id_column, path):
         scan.add(problem, row)
-    return frame, tags, path
+    return frame, tags

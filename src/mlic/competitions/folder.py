@@ -28,7 +28,7 @@ class FolderCompetition(Competition):
         """The training CSV and `<train_dir>/<id><image_ext>`."""
         c = self.cfg
         if c.tags_column:
-            frame, tags, _ = read_tag_csv(self, root, scan, None, c.train_csv, c.tags_column)
+            frame, tags = read_tag_csv(self, root, scan, None, c.train_csv, c.tags_column)
         else:
             frame, tags = self.read_one_hot(root / c.train_csv, scan)
         ids = list(frame[c.id_column])

@@ -33,14 +33,9 @@ class ImetCompetition(Competition):
             raise dup[0][1]
         return tuple(frame["attribute_id"])
 
-    def attribute_names(self, root: Path) -> dict[str, str]:
-        """attribute_id -> attribute_name, e.g. '13' -> 'culture::american'."""
-        frame = read_csv_checked(root / "labels.csv", ["attribute_id", "attribute_name"], "the iMet attribute list")
-        return dict(zip(frame["attribute_id"], frame["attribute_name"], strict=True))
-
     def read_train(self, root: Path, scan: Scan, vocabulary):
         """train.csv (`id,attribute_ids`) and train/<id>.png."""
-        frame, tags, _ = read_tag_csv(self, root, scan, vocabulary, "train.csv", "attribute_ids")
+        frame, tags = read_tag_csv(self, root, scan, vocabulary, "train.csv", "attribute_ids")
         ids = list(frame["id"])
         order = {a: i for i, a in enumerate(vocabulary)}
         tags = [sorted(t, key=lambda a: order.get(a, len(order))) for t in tags]  # numeric order, as Kaggle lists

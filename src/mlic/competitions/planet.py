@@ -27,7 +27,7 @@ class PlanetCompetition(Competition):
 
     def read_train(self, root: Path, scan: Scan, vocabulary):
         """train_v2.csv (`image_name,tags`) and train-jpg/<image_name>.jpg."""
-        frame, tags, _ = read_tag_csv(self, root, scan, vocabulary, self.train_csv, "tags")
+        frame, tags = read_tag_csv(self, root, scan, vocabulary, self.train_csv, "tags")
         ids = list(frame["image_name"])
         return ids, tags, [root / "train-jpg" / f"{i}.jpg" for i in ids]
 
