@@ -10,6 +10,7 @@ from mlic.prepared import load_prepared
 from mlic.stages import folds, hog, prepare, submit, thresholds, train
 
 pytestmark = pytest.mark.slow
+MODELS = ("hog_linear", "resnet50_hog", "baseline")
 
 
 @pytest.fixture(scope="module")
@@ -20,10 +21,17 @@ def project(sample_competition, tmp_path_factory):
         "prepare": {"out_dir": str(root / "prepare"), "image_size": 32, "crop_views": 2, "crop_scale": 0.8},
         "hog": {"out_dir": str(root / "hog"), "image_size": 32, "pixels_per_cell": 8, "cells_per_block": 2},
         "folds": {"out_file": str(root / "folds.csv"), "n_splits": 2},
-        "model": {"backbone": "resnet10t", "hog_projection": 8},
-        "train": {"out_dir": str(root / "train"), "folds": [0, 1], "epochs": 1, "batch_size": 16},
+        "models": {m: {"arch": m, "backbone": "resnet10t", "hog_projection": 8} for m in MODELS},
+        "train": {
+            "out_dir": str(root / "train"),
+            "checkpoint_dir": str(root / "checkpoints"),
+            "folds": [0, 1],
+            "epochs": 1,
+            "warmup_epochs": 0,
+            "batch_size": 16,
+        },
         "thresholds": {"out_file": str(root / "thresholds.json"), "grid_step": 0.1},
-        "submit": {"out_dir": str(root / "subs"), "predictions_dir": str(root / "submit")},
+        "submit": {"out_file": str(root / "subs" / "submission.csv"), "predictions_dir": str(root / "submit")},
     }
     cfg = config_from_dict(params)
     for stage in (prepare, hog, folds):
@@ -40,16 +48,16 @@ def test_crop_views_and_hog_arrays_line_up(project):
     assert features.mean.shape == features.std.shape == (324,) and (features.std > 0).all()
 
 
-@pytest.mark.parametrize("model", ["hog_linear", "resnet50_hog", "baseline"])
+@pytest.mark.parametrize("model", MODELS)
 def test_models_train_and_submit_on_crop_views(project, model):
     root, params = project
-    cfg = config_from_dict({**params, "model": {**params["model"], "name": model}})
+    cfg = config_from_dict({**params, "train": {**params["train"], "models": [model]}})
     for fold in (0, 1):
-        train.main(cfg, fold)
+        train.main(cfg, fold, model)
     thresholds.main(cfg)
     submit.main(cfg)
-    submission = pd.read_csv(root / "subs" / f"planet-{model}.csv", keep_default_na=False)
+    submission = pd.read_csv(root / "subs" / "submission.csv", keep_default_na=False)
     assert len(submission) == 12 and (submission["tags"] != "").all()
     n_classes = len(load_prepared(root / "prepare").classes)  # labels absent from 40 chips are dropped
-    with np.load(root / "train" / "fold_0" / "oof.npz") as oof:
+    with np.load(root / "train" / model / "fold_0" / "oof.npz") as oof:
         assert oof["probs"].shape == (20, n_classes) and np.isfinite(oof["probs"]).all()

@@ -14,7 +14,7 @@ NUM_CLASSES = 6
 
 def build(**kw):
     torch.manual_seed(0)
-    return create_model(ModelConfig(name="hourglass", backbone="resnet10t", **kw), NUM_CLASSES)
+    return create_model(ModelConfig(arch="hourglass", backbone="resnet10t", **kw), NUM_CLASSES)
 
 
 @pytest.mark.parametrize("pooling", POOLINGS.names())

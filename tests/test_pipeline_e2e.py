@@ -17,20 +17,29 @@ from mlic.competitions.planet import PLANET_TAGS
 
 pytestmark = pytest.mark.slow
 
-ALL_STAGES = ["sample", "prepare", "hog", "folds", "train@0", "train@1", "thresholds", "submit", "evaluate"]
+BASE_STAGES = ["sample", "prepare", "hog", "folds", "thresholds", "submit", "evaluate"]
+TRAIN_STAGES = ["train@baseline-0", "train@baseline-1"]
 TINY = {
     "sample": {"n_train": 120, "n_test": 30, "image_size": 32},
     "prepare": {"image_size": 32},
     "hog": {"image_size": 32},
     "folds": {"n_splits": 2},
-    "model": {"extra_filters": 16},
+    "models": {"baseline": {"extra_filters": 16}},
     "train": {"folds": [0, 1], "epochs": 2, "batch_size": 32},
     "thresholds": {"grid_step": 0.05},
 }
 
 
 def _merge(base: dict, override: dict) -> dict:
-    return {k: {**v, **override.get(k, {})} if isinstance(v, dict) else v for k, v in base.items()}
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = _merge(base[key], value) if isinstance(value, dict) and key in base else value
+    return merged
+
+
+def _edit_params(project: Path, override: dict) -> None:
+    path = project / "params.yaml"
+    path.write_text(yaml.safe_dump(_merge(yaml.safe_load(path.read_text()), override), sort_keys=False))
 
 
 def _dvc(project: Path, *args: str) -> str:
@@ -60,9 +69,9 @@ def project(tmp_path_factory) -> Path:
 def test_repro_writes_a_valid_submission_and_metrics(project):
     log = _dvc(project, "repro")
     ran = _stages_run(log)
-    assert ran[:2] == ["sample", "prepare"] and ran.index("train@0") > max(ran.index("hog"), ran.index("folds"))
-    assert sorted(ran) == sorted(ALL_STAGES)
-    submission = pd.read_csv(project / "submissions" / "planet-baseline.csv", dtype=str, keep_default_na=False)
+    assert ran[:2] == ["sample", "prepare"] and ran.index(TRAIN_STAGES[0]) > max(ran.index("hog"), ran.index("folds"))
+    assert sorted(ran) == sorted(BASE_STAGES + TRAIN_STAGES)
+    submission = pd.read_csv(project / "submissions" / "submission.csv", dtype=str, keep_default_na=False)
     sample = pd.read_csv(project / "data/raw/sample/sample_submission_v2.csv", dtype=str)
     assert list(submission.columns) == ["image_name", "tags"]
     assert list(submission["image_name"]) == list(sample["image_name"])
@@ -72,11 +81,14 @@ def test_repro_writes_a_valid_submission_and_metrics(project):
     for part in ("oof", "all_prior_baseline"):
         assert set(metrics[part]) == {"f2_samples", "map_macro", "f1_micro", "f1_macro"}
         assert 0 < metrics[part]["f2_samples"] <= 1
-    assert metrics["oof_rows"] == 120
+    assert metrics["oof_rows"] == 120 and set(metrics["models"]) == {"baseline"}
     assert (project / "reports" / "threshold_curve.png").stat().st_size > 1000
     for fold in (0, 1):
-        fold_dir = project / "data/processed/train" / f"fold_{fold}"
-        assert {"model.pt", "oof.npz", "test.npy", "config.yaml"} <= {p.name for p in fold_dir.iterdir()}
+        fold_dir = project / "data/processed/train/baseline" / f"fold_{fold}"
+        assert {"model.pt", "oof.npz", "test.npy", "config.yaml", "live"} <= {p.name for p in fold_dir.iterdir()}
+        curves = pd.read_csv(fold_dir / "live/plots/metrics/val_f2.tsv", sep="\t")
+        assert len(curves) == 2  # one point per epoch
+    assert not any((project / "data/interim/checkpoints").rglob("*.pt"))  # resume state goes once a fold ends
 
 
 def test_second_repro_does_nothing(project):
@@ -86,23 +98,31 @@ def test_second_repro_does_nothing(project):
 
 
 def test_changing_epochs_reruns_only_train_and_after(project):
-    params_file = project / "params.yaml"
-    params = yaml.safe_load(params_file.read_text())
-    params["train"]["epochs"] = 1
-    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    _edit_params(project, {"train": {"epochs": 1, "warmup_epochs": 0.5}})
     ran = _stages_run(_dvc(project, "repro"))
-    assert ran[:2] == ["train@0", "train@1"]
-    assert set(ran) <= {"train@0", "train@1", "thresholds", "submit", "evaluate"}
+    assert ran[:2] == TRAIN_STAGES
+    assert set(ran) <= {*TRAIN_STAGES, "thresholds", "submit", "evaluate"}
     assert "thresholds" in ran
 
 
+def test_adding_a_model_adds_its_stages_and_reruns_no_other_model(project):
+    _edit_params(project, {"train": {"models": ["baseline", "hog_linear"]}})
+    ran = _stages_run(_dvc(project, "repro"))
+    assert sorted(ran) == sorted(["train@hog_linear-0", "train@hog_linear-1", "thresholds", "submit", "evaluate"])
+    _edit_params(project, {"models": {"hog_linear": {"drop_rate": 0.1}}})  # one model's knob: only its stages
+    ran = _stages_run(_dvc(project, "repro"))
+    assert ran[:2] == ["train@hog_linear-0", "train@hog_linear-1"] and not set(ran) & set(TRAIN_STAGES)
+    metrics = yaml.safe_load((project / "reports" / "metrics.json").read_text())
+    assert set(metrics["models"]) == {"baseline", "hog_linear"}
+
+
 def test_same_seed_gives_the_same_folds_and_submission(project):
-    outputs = ("data/raw/sample/train_v2.csv", "data/processed/folds.csv", "submissions/planet-baseline.csv")
-    oof_file = project / "data/processed/train/fold_0/oof.npz"
+    outputs = ("data/raw/sample/train_v2.csv", "data/processed/folds.csv", "submissions/submission.csv")
+    oof_file = project / "data/processed/train/baseline/fold_0/oof.npz"
     before = {p: (project / p).read_bytes() for p in outputs}
     oof_before = np.load(oof_file)["probs"]
     ran = _stages_run(_dvc(project, "repro", "--force"))  # recompute every stage, nothing restored from DVC's cache
-    assert sorted(ran) == sorted(ALL_STAGES)
+    assert sorted(ran) == sorted(BASE_STAGES + TRAIN_STAGES + ["train@hog_linear-0", "train@hog_linear-1"])
     for path, content in before.items():
         assert (project / path).read_bytes() == content, path
     assert np.array_equal(np.load(oof_file)["probs"], oof_before)  # training itself is seeded, augmentation included

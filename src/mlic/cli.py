@@ -1,6 +1,7 @@
 """The `mlic` command: `mlic <stage>` runs one pipeline stage (dvc.yaml calls exactly these), and a few tools.
 
-Stages: sample, prepare, hog, folds, train --fold N, thresholds, submit, evaluate.
+Stages: sample, prepare, hog, folds, train --model M --fold N [--resume], thresholds, submit, evaluate.
+Multi-GPU: torchrun --nproc_per_node N -m mlic.cli train --model M --fold N.
 Tools: check, validate-submission, score, download.
 """
 
@@ -16,8 +17,14 @@ from mlic.config import DEFAULT_PARAMS, Config, load_config
 from mlic.errors import MlicError
 
 
-def _fold_arg(parser: argparse.ArgumentParser) -> None:
+def _train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fold", type=int, required=True, help="validation fold to train (0..folds.n_splits-1)")
+    parser.add_argument("--model", help="entry of the `models` section to train (default: the first of train.models)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the last epoch checkpoint when it comes from the same config and code",
+    )
 
 
 # Stage name -> (module under mlic.stages, help, extra arguments). Modules import lazily, so that stages and
@@ -27,7 +34,7 @@ STAGES: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None] | No
     "prepare": ("prepare", "read and check the data, build the label matrix and image cache", None),
     "hog": ("hog", "HOG features of every cached image view", None),
     "folds": ("folds", "multilabel-stratified k-fold split", None),
-    "train": ("train", "train one fold and write OOF and test predictions", _fold_arg),
+    "train": ("train", "train one model on one fold and write OOF and test predictions", _train_args),
     "thresholds": ("thresholds", "fit per-class thresholds on out-of-fold predictions", None),
     "submit": ("submit", "write the Kaggle submission CSV", None),
     "evaluate": ("evaluate", "out-of-fold metrics, baseline and plots", None),

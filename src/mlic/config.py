@@ -102,13 +102,13 @@ class PrepareConfig:
             _fail("prepare.crop_views", f"must be >= 0, got {self.crop_views}")
         if not 0.1 <= self.crop_scale <= 1.0:
             _fail("prepare.crop_scale", f"must be in [0.1, 1], got {self.crop_scale}")
+        if self.num_workers < 1:
+            _fail("prepare.num_workers", f"must be >= 1, got {self.num_workers}")
 
     @property
     def views(self) -> int:
         """Cached views per image: the plain resize plus the random crops."""
         return 1 + self.crop_views
-        if self.num_workers < 1:
-            _fail("prepare.num_workers", f"must be >= 1, got {self.num_workers}")
 
 
 @dataclass(frozen=True)
@@ -149,9 +149,12 @@ class FoldsConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Which registered model to build, and its knobs."""
+    """One entry of the `models` section: which registered architecture to build, and its knobs.
 
-    name: str = "baseline"
+    Error messages name keys `model.<key>`; the loader rewrites them to `models.<entry>.<key>`.
+    """
+
+    arch: str = "baseline"
     backbone: str = "resnet18"
     pretrained: bool = False
     pretrained_file: str | None = None
@@ -166,7 +169,7 @@ class ModelConfig:
 
     def __post_init__(self):
         if self.pretrained_file is not None and not self.pretrained:
-            _fail("model.pretrained_file", "is set but model.pretrained is false", "set model.pretrained: true")
+            _fail("model.pretrained_file", "is set but pretrained is false", "set pretrained: true in the same entry")
         if self.extra_filters < 1:
             _fail("model.extra_filters", f"must be >= 1, got {self.extra_filters}")
         if not 0.0 <= self.drop_rate < 1.0:
@@ -184,12 +187,20 @@ class TrainConfig:
     """Training one model on one fold, then out-of-fold and test prediction with TTA (stage `train`)."""
 
     out_dir: str = "data/processed/train"
+    checkpoint_dir: str = "data/interim/checkpoints"  # per-epoch resume state; removed once a fold finishes
+    models: tuple[str, ...] = ("baseline",)  # entries of the `models` section to train, one DVC stage per fold
     folds: tuple[int, ...] = (0, 1, 2)
     epochs: int = 10
     batch_size: int = 64
     lr: float = 3e-3
-    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0  # linear warmup from 0, then cosine decay to lr * min_lr_ratio
+    min_lr_ratio: float = 0.01
+    weight_decay: float = 1e-4  # not applied to biases and normalisation weights
     optimizer: str = "adamw"
+    accumulate_steps: int = 1  # optimizer step every N batches: effective batch = batch_size * N
+    clip_grad_norm: float = 0.0  # clip the global gradient norm to this (0: off)
+    ema_decay: float = 0.0  # exponential moving average of the weights, used for validation and prediction (0: off)
+    early_stopping_patience: int = 0  # stop after N epochs without a better fold F-beta, keep the best epoch (0: off)
     sampler: str = "random"  # random, or stratified: batches whose label frequencies track the training set's
     oversample_power: float = 0.0  # stratified sampler: draw samples ~ (1 / rarest label frequency) ** power
     loss: str = "bce"
@@ -197,11 +208,16 @@ class TrainConfig:
     augment: str = "satellite"
     tta: str = "flips"
     amp: bool = True
+    channels_last: bool = True  # CUDA only: NHWC memory format, faster convolutions with AMP
+    compile: bool = False  # CUDA only: torch.compile the model (slow first epoch, faster later ones)
+    sync_bn: bool = True  # multi-GPU (torchrun) only: synchronise batch-norm statistics across GPUs
     device: str = "auto"
     num_workers: int = 0
     seed: int = 42
 
     def __post_init__(self):
+        if not self.models or len(set(self.models)) != len(self.models):
+            _fail("train.models", f"must be a non-empty list of distinct entries of `models`, got {list(self.models)}")
         if not self.folds or len(set(self.folds)) != len(self.folds):
             _fail("train.folds", f"must be a non-empty list of distinct fold ids, got {list(self.folds)}")
         for name in ("epochs", "batch_size"):
@@ -211,6 +227,17 @@ class TrainConfig:
             _fail("train.lr", f"must be > 0, got {self.lr}")
         if self.oversample_power < 0:
             _fail("train.oversample_power", f"must be >= 0, got {self.oversample_power}")
+        for name in ("warmup_epochs", "clip_grad_norm", "early_stopping_patience"):
+            if getattr(self, name) < 0:
+                _fail(f"train.{name}", f"must be >= 0, got {getattr(self, name)}")
+        if self.warmup_epochs >= self.epochs:
+            _fail("train.warmup_epochs", f"must be below train.epochs ({self.epochs}), got {self.warmup_epochs}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            _fail("train.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
+        if self.accumulate_steps < 1:
+            _fail("train.accumulate_steps", f"must be >= 1, got {self.accumulate_steps}")
+        if not 0 <= self.ema_decay < 1:
+            _fail("train.ema_decay", f"must be in [0, 1), got {self.ema_decay}", "0.999 is typical; 0 turns EMA off")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             _fail("train.device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
@@ -236,9 +263,9 @@ class ThresholdsConfig:
 
 @dataclass(frozen=True)
 class SubmitConfig:
-    """Submission CSV writing (stage `submit`); the file is `<out_dir>/<competition>-<model>.csv`."""
+    """Submission CSV writing (stage `submit`)."""
 
-    out_dir: str = "submissions"
+    out_file: str = "submissions/submission.csv"
     predictions_dir: str = "data/processed/submit"
 
 
@@ -258,7 +285,7 @@ class Config:
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     hog: HogConfig = field(default_factory=HogConfig)
     folds: FoldsConfig = field(default_factory=FoldsConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    models: dict[str, ModelConfig] = field(default_factory=lambda: {"baseline": ModelConfig()})
     train: TrainConfig = field(default_factory=TrainConfig)
     thresholds: ThresholdsConfig = field(default_factory=ThresholdsConfig)
     submit: SubmitConfig = field(default_factory=SubmitConfig)
@@ -268,15 +295,28 @@ class Config:
         bad = [f for f in self.train.folds if not 0 <= f < self.folds.n_splits]
         if bad:
             _fail("train.folds", f"fold ids {bad} are outside 0..{self.folds.n_splits - 1} (folds.n_splits)")
+        for key in self.train.models:
+            if key not in self.models:
+                close = difflib.get_close_matches(key, list(self.models), n=1)
+                _fail(
+                    "train.models",
+                    f"{key!r} is not an entry of `models`" + (f"; did you mean {close[0]!r}?" if close else ""),
+                    f"known: {', '.join(self.models)}",
+                )
 
-    def fold_dir(self, fold: int) -> Path:
-        """Where `train` writes the checkpoint and predictions of one fold."""
-        return Path(self.train.out_dir) / f"fold_{fold}"
+    def model(self, key: str) -> ModelConfig:
+        """The `models` entry called `key`."""
+        if key not in self.models:
+            _fail("models", f"no entry {key!r}", f"known: {', '.join(self.models)}")
+        return self.models[key]
 
-    @property
-    def submission_path(self) -> Path:
-        """The submission file, `<submit.out_dir>/<competition>-<model>.csv` (dvc.yaml uses the same template)."""
-        return Path(self.submit.out_dir) / f"{self.data.competition}-{self.model.name}.csv"
+    def fold_dir(self, model: str, fold: int) -> Path:
+        """Where `train` writes one model's checkpoint and predictions for one fold (dvc.yaml uses the same)."""
+        return Path(self.train.out_dir) / model / f"fold_{fold}"
+
+    def checkpoint_dir(self, model: str, fold: int) -> Path:
+        """Where `train` keeps the per-epoch resume state of one model and fold while it runs."""
+        return Path(self.train.checkpoint_dir) / model / f"fold_{fold}"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict, as in params.yaml (tuples become lists)."""
@@ -301,6 +341,8 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             _fail(key, f"expected a mapping, got {value!r}")
+        if dataclasses.is_dataclass(args[1]):
+            return {str(k): _build_entry(args[1], v, f"{key}.{k}") for k, v in value.items()}
         return {str(k): _coerce(f"{key}.{k}", args[1], v) for k, v in value.items()}
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
@@ -335,6 +377,18 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         hint = hints[key]
         kwargs[key] = _build(hint, value, full) if dataclasses.is_dataclass(hint) else _coerce(full, hint, value)
     return cls(**kwargs)
+
+
+def _build_entry(cls: type, data: Any, prefix: str) -> Any:
+    """Build one named entry (e.g. `models.hourglass`), naming the entry in its own checks' messages."""
+    try:
+        return _build(cls, data, prefix)
+    except ConfigError as exc:
+        section = cls.__name__.removesuffix("Config").lower()  # ModelConfig's checks say `model.<key>`
+        message = exc.message
+        if message.startswith(f"{section}."):
+            message = message.replace(f"{section}.", f"{prefix}.", 1)
+        raise ConfigError(message, path=DEFAULT_PARAMS, fix=exc.fix) from None
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:

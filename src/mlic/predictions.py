@@ -28,18 +28,22 @@ class FoldPredictions:
     test: np.ndarray
 
 
-def load_fold_predictions(fold_dir: str | Path, fold: int) -> FoldPredictions:
+def load_fold_predictions(fold_dir: str | Path, fold: int, model: str = "baseline") -> FoldPredictions:
     """Read the prediction files of one trained fold."""
     fold_dir = Path(fold_dir)
     if not (fold_dir / OOF_FILE).is_file():
-        raise MlicError(f"fold {fold} has no predictions", path=fold_dir, fix=f"run `mlic train --fold {fold}` first")
+        raise MlicError(
+            f"model {model} fold {fold} has no predictions",
+            path=fold_dir,
+            fix=f"run `dvc repro train@{model}-{fold}` (or `mlic train --model {model} --fold {fold}`) first",
+        )
     with np.load(fold_dir / OOF_FILE) as oof:
         return FoldPredictions(fold, oof["rows"], oof["probs"], np.load(fold_dir / TEST_FILE))
 
 
-def load_all_folds(cfg: Config) -> list[FoldPredictions]:
-    """The predictions of every fold listed in `train.folds`."""
-    return [load_fold_predictions(cfg.fold_dir(f), f) for f in cfg.train.folds]
+def load_all_folds(cfg: Config) -> dict[str, list[FoldPredictions]]:
+    """The predictions of every model in `train.models`, for every fold in `train.folds`."""
+    return {m: [load_fold_predictions(cfg.fold_dir(m, f), f, m) for f in cfg.train.folds] for m in cfg.train.models}
 
 
 def assemble_oof(folds: Sequence[FoldPredictions], n_rows: int) -> tuple[np.ndarray, np.ndarray]:
@@ -57,3 +61,15 @@ def assemble_oof(folds: Sequence[FoldPredictions], n_rows: int) -> tuple[np.ndar
 def average_test(folds: Sequence[FoldPredictions]) -> np.ndarray:
     """Mean of the folds' test probabilities: the fold ensemble."""
     return np.mean([f.test for f in folds], axis=0).astype(np.float32)
+
+
+def ensemble_oof(per_model: dict[str, Sequence[FoldPredictions]], n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """The models' mean out-of-fold probabilities (N, C), and the mask of rows every model covers."""
+    assembled = [assemble_oof(folds, n_rows) for folds in per_model.values()]
+    covered = np.logical_and.reduce([c for _, c in assembled])
+    return np.mean([p for p, _ in assembled], axis=0).astype(np.float32), covered
+
+
+def ensemble_test(per_model: dict[str, Sequence[FoldPredictions]]) -> np.ndarray:
+    """The models' mean test probabilities, each model first averaged over its folds."""
+    return np.mean([average_test(folds) for folds in per_model.values()], axis=0).astype(np.float32)

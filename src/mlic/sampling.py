@@ -21,7 +21,6 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
-import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mlic.config import TrainConfig
@@ -277,34 +276,86 @@ def _best_batch(desire: np.ndarray, capacity: np.ndarray, rng) -> int:
     return int(rng.choice(best))
 
 
-def _random_batches(labels: np.ndarray, cfg: TrainConfig, drop_last: bool, generator: torch.Generator) -> dict:
+class RandomBatchSampler(Sampler[list[int]]):
+    """The plain shuffled batches (`random_batches`), a fresh permutation from `[seed, epoch]` every epoch.
+
+    A pure function of (seed, epoch), like `StratifiedBatchSampler`, so that a resumed run sees the same batches;
+    call `set_epoch` before each epoch.
+    """
+
+    def __init__(self, n_samples: int, batch_size: int, seed: int = 0, drop_last: bool = True):
+        self.n_samples, self.batch_size, self.seed, self.drop_last = n_samples, batch_size, seed, drop_last
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.n_samples, self.batch_size)
+        return full + int(bool(rest) and not self.drop_last)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use `epoch` for the next iterations."""
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        seed = int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0])
+        yield from random_batches(self.n_samples, self.batch_size, seed, self.drop_last)
+
+
+class ShardedBatchSampler(Sampler[list[int]]):
+    """One process's share of every batch under DDP: `batch[rank::world_size]`.
+
+    All processes draw the same global batches (same seed), and each takes its slice, so `train.batch_size` stays
+    the global batch and DDP's gradient average equals the one-process gradient when the slices are equal.
+    """
+
+    def __init__(self, batches: Sampler[list[int]], rank: int, world_size: int):
+        self.batches, self.rank, self.world_size = batches, rank, world_size
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Forward the epoch to the global batch sampler."""
+        self.batches.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.batches:
+            yield list(batch)[self.rank :: self.world_size]
+
+
+def _random_batches(labels: np.ndarray, cfg: TrainConfig, drop_last: bool) -> Sampler[list[int]]:
     if cfg.oversample_power:
         raise ConfigError("train.oversample_power needs train.sampler: stratified", path="params.yaml")
-    return {"batch_size": cfg.batch_size, "shuffle": True, "drop_last": drop_last, "generator": generator}
+    return RandomBatchSampler(len(labels), cfg.batch_size, cfg.seed, drop_last)
 
 
-def _stratified_batches(labels: np.ndarray, cfg: TrainConfig, drop_last: bool, generator: torch.Generator) -> dict:
-    sampler = StratifiedBatchSampler(labels, cfg.batch_size, cfg.seed, drop_last, cfg.oversample_power)
-    return {"batch_sampler": sampler, "generator": generator}
+def _stratified_batches(labels: np.ndarray, cfg: TrainConfig, drop_last: bool) -> Sampler[list[int]]:
+    return StratifiedBatchSampler(labels, cfg.batch_size, cfg.seed, drop_last, cfg.oversample_power)
 
 
-# train.sampler -> DataLoader arguments that decide how training batches are drawn.
-SAMPLERS: Registry[Callable[..., dict]] = Registry("sampler", "train.sampler")
+# train.sampler -> the batch sampler that decides how training batches are drawn (each has `set_epoch`).
+SAMPLERS: Registry[Callable[..., Sampler[list[int]]]] = Registry("sampler", "train.sampler")
 SAMPLERS.register("random")(_random_batches)
 SAMPLERS.register("stratified")(_stratified_batches)
 
 
 def make_train_loader(
-    dataset: Dataset, labels: np.ndarray, cfg: TrainConfig, generator: torch.Generator, **common
+    dataset: Dataset, labels: np.ndarray, cfg: TrainConfig, rank: int = 0, world_size: int = 1, **common
 ) -> DataLoader:
     """The training DataLoader for `train.sampler`: "random" (shuffled) or "stratified" (label-balanced batches).
+
+    Batches are a pure function of (train.seed, epoch): call `loader.batch_sampler.set_epoch(epoch)` before each
+    epoch. Under DDP each of the `world_size` processes gets its slice of every batch.
 
     Args:
         dataset: The training samples.
         labels: (len(dataset), C) labels of those samples, in dataset order.
         cfg: The `train` section (batch_size, sampler, oversample_power, seed).
-        generator: Seeded generator for shuffling and worker seeds.
-        **common: Other DataLoader arguments (num_workers, pin_memory, worker_init_fn).
+        rank: This process's rank under DDP.
+        world_size: Number of DDP processes (1: no DDP).
+        **common: Other DataLoader arguments (num_workers, pin_memory, worker_init_fn, generator).
     """
     drop_last = len(dataset) > cfg.batch_size
-    return DataLoader(dataset, **SAMPLERS.get(cfg.sampler)(labels, cfg, drop_last, generator), **common)
+    batches = SAMPLERS.get(cfg.sampler)(labels, cfg, drop_last)
+    if world_size > 1:
+        batches = ShardedBatchSampler(batches, rank, world_size)
+    return DataLoader(dataset, batch_sampler=batches, **common)

@@ -52,12 +52,21 @@ def threshold_grid(step: float) -> np.ndarray:
     return np.round(np.arange(step, 1.0, step), 6)
 
 
+def best_global_threshold(
+    probs: np.ndarray, labels: np.ndarray, beta: float = 2.0, min_labels: int = 1, step: float = 0.01
+) -> tuple[float, float]:
+    """The grid threshold shared by all classes with the best sample F-beta (ties: the lowest), and that score."""
+    grid = threshold_grid(step)
+    scores = [fbeta_samples(labels, binarize(probs, t, min_labels), beta) for t in grid]
+    best = int(np.argmax(scores))
+    return float(grid[best]), float(scores[best])
+
+
 @THRESHOLD_METHODS.register("global")
 def fit_global(probs: np.ndarray, labels: np.ndarray, cfg: ThresholdsConfig) -> np.ndarray:
     """One threshold shared by all classes: the grid value with the best sample F-beta (ties: the lowest)."""
-    grid = threshold_grid(cfg.grid_step)
-    scores = [fbeta_samples(labels, binarize(probs, t, cfg.min_labels), cfg.beta) for t in grid]
-    return np.full(probs.shape[1], grid[int(np.argmax(scores))])
+    threshold, _ = best_global_threshold(probs, labels, cfg.beta, cfg.min_labels, cfg.grid_step)
+    return np.full(probs.shape[1], threshold)
 
 
 @THRESHOLD_METHODS.register("per_class")

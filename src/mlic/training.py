@@ -1,10 +1,8 @@
-"""Training and prediction loops for one fold: pure functions over arrays, no file I/O."""
+"""Data, device runtime and prediction for one fold: pure functions over arrays, no file I/O (the loop: engine.py)."""
 
 from __future__ import annotations
 
 import contextlib
-import math
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -15,11 +13,6 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from mlic.config import TrainConfig
-from mlic.registry import Registry
-
-OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry("optimizer", "train.optimizer")
-OPTIMIZERS.register("adamw")(torch.optim.AdamW)
-OPTIMIZERS.register("sgd")(lambda params, lr, weight_decay: torch.optim.SGD(params, lr, 0.9, weight_decay=weight_decay))
 
 
 class CachedSamples(Dataset):
@@ -74,13 +67,15 @@ class Runtime:
     amp_dtype: torch.dtype | None
     hog_mean: torch.Tensor | None = None
     hog_std: torch.Tensor | None = None
+    channels_last: bool = False
 
     def inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Model inputs on the device: images normalised by the training set's channel stats, HOG standardised."""
         out = {}
         if "image" in batch:
             x = batch["image"].to(self.device, non_blocking=True).float().div_(255.0)
-            out["image"] = (x - self.mean) / self.std
+            x = (x - self.mean) / self.std
+            out["image"] = x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
         if "hog" in batch:
             out["hog"] = (batch["hog"].to(self.device, non_blocking=True) - self.hog_mean) / self.hog_std
         return out
@@ -92,15 +87,24 @@ class Runtime:
         return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
 
 
+def resolve_device(cfg: TrainConfig, local_rank: int = 0) -> torch.device:
+    """`train.device` as a torch device: auto picks CUDA when present; under torchrun, GPU `local_rank`."""
+    name = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
+    return device
+
+
 def make_runtime(
     cfg: TrainConfig,
     mean: Sequence[float],
     std: Sequence[float],
     hog_stats: tuple[np.ndarray, np.ndarray] | None = None,
+    device: torch.device | None = None,
 ) -> Runtime:
-    """Resolve `train.device` (auto picks CUDA when present) and the AMP dtype (bf16 where supported)."""
-    name = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    """The runtime on `device` (default: `resolve_device`): AMP dtype (bf16 where supported), channels_last."""
+    device = device or resolve_device(cfg)
     amp_dtype = None
     if cfg.amp and device.type == "cuda":
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -112,6 +116,7 @@ def make_runtime(
         torch.tensor(std, device=device).view(shape),
         amp_dtype,
         *hog,
+        channels_last=cfg.channels_last and device.type == "cuda",
     )
 
 
@@ -134,51 +139,6 @@ def supervised_loss(model: nn.Module, x: dict, names: Sequence[str], target: tor
     if aux:
         loss = loss + sum(loss_fn(a.float(), target) for a in aux) / len(aux)
     return loss
-
-
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, numpy and torch; returns a generator for the data loader's shuffling."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
-
-
-def train_model(
-    model: nn.Module,
-    loader: DataLoader,
-    loss_fn: nn.Module,
-    cfg: TrainConfig,
-    rt: Runtime,
-    inputs: Sequence[str] = ("image",),
-    on_epoch: Callable[[int, float], None] | None = None,
-) -> list[float]:
-    """Train for `cfg.epochs` with one-cycle cosine LR; returns the mean training loss of each epoch."""
-    model.to(rt.device).train()
-    optimizer = OPTIMIZERS.get(cfg.optimizer)(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps = cfg.epochs * len(loader)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=steps, pct_start=0.2)
-    scaler = torch.amp.GradScaler(enabled=rt.amp_dtype == torch.float16)
-    history = []
-    for epoch in range(cfg.epochs):
-        total, count = 0.0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, mininterval=2.0)
-        for batch in bar:
-            with rt.autocast():
-                loss = supervised_loss(model, rt.inputs(batch), inputs, batch["target"].to(rt.device), loss_fn)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            total, count = total + loss.item() * len(batch["target"]), count + len(batch["target"])
-            bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
-        history.append(total / max(count, 1))
-        if not math.isfinite(history[-1]):
-            raise FloatingPointError(f"training loss became {history[-1]} at epoch {epoch + 1}; lower train.lr")
-        if on_epoch is not None:
-            on_epoch(epoch, history[-1])
-    return history
 
 
 @torch.no_grad()

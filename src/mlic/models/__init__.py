@@ -1,4 +1,4 @@
-"""Models, registered by the name used in `model.name`."""
+"""Models, registered by the name used in `models.<entry>.arch`."""
 
 from mlic.models import baseline, hog_models, hourglass  # noqa: F401  (register the models)
 from mlic.models.registry import MODELS, create_model, model_inputs, register_model

@@ -19,7 +19,7 @@ from mlic.config import ModelConfig
 from mlic.models.registry import create_backbone, register_model
 from mlic.registry import Registry
 
-POOLINGS: Registry[Callable[[torch.Tensor], torch.Tensor]] = Registry("pooling", "model.pooling")
+POOLINGS: Registry[Callable[[torch.Tensor], torch.Tensor]] = Registry("pooling", "models.<entry>.pooling")
 LSE_SHARPNESS = 4.0  # log-sum-exp pooling's r: between average (r -> 0) and max (r -> inf) pooling
 
 

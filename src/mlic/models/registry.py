@@ -14,7 +14,7 @@ from mlic.errors import ConfigError, MlicError
 from mlic.registry import Registry
 
 ModelBuilder = Callable[[ModelConfig, int, int | None], nn.Module]
-MODELS: Registry[ModelBuilder] = Registry("model", "model.name")
+MODELS: Registry[ModelBuilder] = Registry("model architecture", "models.<entry>.arch")
 INPUTS = ("image", "hog")  # what a model may read from a batch: the cached image, and its HOG vector
 
 
@@ -22,7 +22,7 @@ def register_model(name: str, inputs: tuple[str, ...] = ("image",)) -> Callable[
     """Decorator registering a builder `(cfg, num_classes, hog_dim) -> nn.Module` under `name`.
 
     Args:
-        name: The `model.name` that selects it.
+        name: The `arch` that selects it.
         inputs: The batch entries its forward takes, in order: "image" (normalised NCHW) and/or "hog"
             (standardised HOG vectors). Training loads only these, so a HOG-only model never reads an image.
     """
@@ -38,21 +38,21 @@ def register_model(name: str, inputs: tuple[str, ...] = ("image",)) -> Callable[
 
 
 def model_inputs(name: str) -> tuple[str, ...]:
-    """The batch entries the model called `name` takes."""
+    """The batch entries the architecture `name` takes."""
     return MODELS.get(name).inputs  # type: ignore[attr-defined]
 
 
 def create_model(cfg: ModelConfig, num_classes: int, hog_dim: int | None = None) -> nn.Module:
-    """Build the model named `cfg.name`; it returns one logit per label.
+    """Build the architecture `cfg.arch`; it returns one logit per label.
 
     Args:
         cfg: The `model` section.
         num_classes: Labels to predict.
         hog_dim: Length of the HOG vectors, for models that take them.
     """
-    builder = MODELS.get(cfg.name)
+    builder = MODELS.get(cfg.arch)
     if "hog" in builder.inputs and not hog_dim:  # type: ignore[attr-defined]
-        raise ConfigError(f"model {cfg.name!r} needs HOG features", fix="run the hog stage (dvc repro hog) first")
+        raise ConfigError(f"model {cfg.arch!r} needs HOG features", fix="run the hog stage (dvc repro hog) first")
     return builder(cfg, num_classes, hog_dim)
 
 
@@ -69,7 +69,9 @@ def create_backbone(cfg: ModelConfig, out_indices: tuple[int, ...] | None = None
     """
     if not timm.is_model(cfg.backbone):
         close = timm.list_models(f"*{cfg.backbone.split('.')[0][:6]}*")[:5]
-        raise ConfigError(f"unknown timm backbone {cfg.backbone!r} in model.backbone", fix=f"e.g. one of {close}")
+        raise ConfigError(
+            f"unknown timm backbone {cfg.backbone!r} in models.<entry>.backbone", fix=f"e.g. one of {close}"
+        )
     kwargs: dict = {"pretrained": cfg.pretrained}
     if out_indices is None:
         kwargs.update(num_classes=0, global_pool="")
@@ -78,7 +80,7 @@ def create_backbone(cfg: ModelConfig, out_indices: tuple[int, ...] | None = None
     if cfg.pretrained_file:
         if not Path(cfg.pretrained_file).is_file():
             raise ConfigError(
-                "model.pretrained_file not found", path=cfg.pretrained_file, fix="give a local weights file"
+                "models.<entry>.pretrained_file not found", path=cfg.pretrained_file, fix="give a local weights file"
             )
         kwargs["pretrained_cfg_overlay"] = {"file": cfg.pretrained_file}
     try:
@@ -88,7 +90,7 @@ def create_backbone(cfg: ModelConfig, out_indices: tuple[int, ...] | None = None
             raise
         raise MlicError(
             f"could not load pretrained weights for {cfg.backbone}: {exc}",
-            fix="set model.pretrained_file to a local weights file, or model.pretrained: false",
+            fix="set pretrained_file to a local weights file, or pretrained: false, in the models entry",
         ) from None
 
 
@@ -101,5 +103,5 @@ def feature_map(backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """The backbone's last (N, C, H, W) feature map; a ConfigError for backbones without one (transformers)."""
     features = backbone.forward_features(images)
     if features.ndim != 4:
-        raise ConfigError("model.backbone must be a CNN with a (N, C, H, W) feature map, e.g. resnet50")
+        raise ConfigError("models.<entry>.backbone must be a CNN with a (N, C, H, W) feature map, e.g. resnet50")
     return features

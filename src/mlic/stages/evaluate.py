@@ -9,10 +9,10 @@ import pandas as pd
 
 from mlic.config import Config
 from mlic.io import atomic_path, write_json
-from mlic.metrics import fbeta_samples, fold_prior_probs, per_class_table, summary_metrics
-from mlic.predictions import assemble_oof, load_all_folds
+from mlic.metrics import fbeta_samples, fold_prior_probs, mean_average_precision, per_class_table, summary_metrics
+from mlic.predictions import FoldPredictions, assemble_oof, ensemble_oof, load_all_folds
 from mlic.prepared import load_prepared
-from mlic.thresholds import binarize, fit_thresholds, load_thresholds, threshold_grid
+from mlic.thresholds import best_global_threshold, binarize, fit_thresholds, load_thresholds, threshold_grid
 
 METRICS_FILE, PER_CLASS_FILE, CURVE_FILE = "metrics.json", "per_class.csv", "threshold_curve.csv"
 CURVE_PNG = "threshold_curve.png"
@@ -55,13 +55,25 @@ def write_csv(frame: pd.DataFrame, path: Path) -> None:
         frame.to_csv(tmp, index=False)
 
 
+def model_scores(per_model: dict[str, list[FoldPredictions]], labels: np.ndarray, cfg: Config) -> dict:
+    """Each model's own out-of-fold mAP and F-beta at its best shared threshold, to compare with the ensemble."""
+    t, scores = cfg.thresholds, {}
+    for model, folds in per_model.items():
+        probs, covered = assemble_oof(folds, len(labels))
+        threshold, score = best_global_threshold(probs[covered], labels[covered], t.beta, t.min_labels, t.grid_step)
+        average_precision = mean_average_precision(labels[covered], probs[covered])
+        scores[model] = {f"f{t.beta:g}_global_threshold": round(score, 6), "threshold": threshold,
+                         "map": round(average_precision, 6)}  # fmt: skip
+    return scores
+
+
 def main(cfg: Config) -> None:
     """Write `<evaluate.out_dir>/metrics.json`, `per_class.csv` and `threshold_curve.csv`."""
     prep = load_prepared(cfg.prepare.out_dir)
-    folds = load_all_folds(cfg)
-    probs, covered = assemble_oof(folds, len(prep.train_ids))
+    per_model = load_all_folds(cfg)
+    probs, covered = ensemble_oof(per_model, len(prep.train_ids))
     labels, probs = prep.labels[covered], probs[covered]
-    base = fold_prior_probs(prep.labels, [f.val_rows for f in folds])[covered]
+    base = fold_prior_probs(prep.labels, [f.val_rows for f in next(iter(per_model.values()))])[covered]
     t, out = cfg.thresholds, Path(cfg.evaluate.out_dir)
     thresholds = load_thresholds(t.out_file, prep.classes)
     pred = binarize(probs, thresholds, t.min_labels)
@@ -71,6 +83,7 @@ def main(cfg: Config) -> None:
         "all_prior_baseline": summary_metrics(labels, base, base_pred, t.beta),
         "oof_rows": int(covered.sum()),
         "threshold_method": t.method,
+        "models": model_scores(per_model, prep.labels, cfg),
     }
     write_json(out / METRICS_FILE, metrics)
     table = pd.DataFrame(per_class_table(labels, pred, prep.classes, t.beta)).assign(threshold=thresholds)

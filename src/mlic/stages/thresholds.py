@@ -1,4 +1,4 @@
-"""Stage `thresholds`: fit per-class thresholds for F-beta on the out-of-fold predictions of all trained folds."""
+"""Stage `thresholds`: fit per-class thresholds for F-beta on the out-of-fold predictions (models averaged)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 from mlic.config import Config
 from mlic.io import write_json
 from mlic.metrics import fbeta_samples
-from mlic.predictions import assemble_oof, load_all_folds
+from mlic.predictions import ensemble_oof, load_all_folds
 from mlic.prepared import load_prepared
 from mlic.thresholds import binarize, fit_thresholds
 
@@ -15,7 +15,7 @@ from mlic.thresholds import binarize, fit_thresholds
 def main(cfg: Config) -> None:
     """Write `thresholds.out_file`: a threshold per class, and the out-of-fold score they reach."""
     prep = load_prepared(cfg.prepare.out_dir)
-    probs, covered = assemble_oof(load_all_folds(cfg), len(prep.train_ids))
+    probs, covered = ensemble_oof(load_all_folds(cfg), len(prep.train_ids))
     labels = prep.labels[covered]
     thresholds = fit_thresholds(probs[covered], labels, cfg.thresholds)
     t = cfg.thresholds
@@ -24,6 +24,7 @@ def main(cfg: Config) -> None:
         t.out_file,
         {
             "method": t.method,
+            "models": list(cfg.train.models),
             "beta": t.beta,
             "min_labels": t.min_labels,
             "oof_rows": int(covered.sum()),
