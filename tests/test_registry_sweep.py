@@ -7,12 +7,12 @@ import torch
 from mlic.augment import AUGMENTATIONS, TTA_VIEWS, create_augmentation, tta_views
 from mlic.competitions import COMPETITIONS
 from mlic.config import DataConfig, ModelConfig, ThresholdsConfig, TrainConfig
+from mlic.engine import OPTIMIZERS
 from mlic.errors import ConfigError
 from mlic.losses import LOSSES, create_loss
 from mlic.models import MODELS, create_model, model_inputs
 from mlic.sampling import SAMPLERS, make_train_loader
 from mlic.thresholds import THRESHOLD_METHODS, fit_thresholds
-from mlic.engine import OPTIMIZERS
 from mlic.training import split_outputs, supervised_loss
 
 NUM_CLASSES = 5
