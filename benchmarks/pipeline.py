@@ -2,6 +2,7 @@
 
 Prints JSON: seconds per stage, total, the out-of-fold metrics with the all-prior baseline, and training
 throughput. Usage: .venv/bin/python benchmarks/pipeline.py [--params params.yaml] [--keep DIR]
+[--set train.models=[hourglass]] [--set models.hourglass.pooling=lse] ...
 """
 
 from __future__ import annotations
@@ -38,8 +39,11 @@ def main() -> None:
     params = yaml.safe_load(args.params.read_text())
     for override in args.set:
         key, value = override.split("=", 1)
-        section, name = key.split(".", 1)
-        params[section][name] = yaml.safe_load(value)
+        *parents, name = key.split(".")  # nested: models.hourglass.backbone=resnet18
+        node = params
+        for part in parents:
+            node = node[part]
+        node[name] = yaml.safe_load(value)
     root = Path(params["data"]["root"])
     if params["data"]["root"] != params["sample"]["out_dir"] and not root.is_absolute():
         params["data"]["root"] = str((REPO / root).resolve())  # relative to the repo, not the scratch directory
@@ -48,15 +52,21 @@ def main() -> None:
     solution = Path(params["data"]["root"]) / "solution.csv"
     for stage in ("sample", "prepare", "hog", "folds"):
         seconds[stage] = run_stage(workdir, stage)
-    for fold in params["train"]["folds"]:
-        seconds[f"train@{fold}"] = run_stage(workdir, "train", "--fold", str(fold))
+    for model in params["train"]["models"]:
+        for fold in params["train"]["folds"]:
+            seconds[f"train@{model}-{fold}"] = run_stage(workdir, "train", "--model", model, "--fold", str(fold))
     for stage in ("thresholds", "submit", "evaluate"):
         seconds[stage] = run_stage(workdir, stage)
     metrics = json.loads((workdir / params["evaluate"]["out_dir"] / "metrics.json").read_text())
     stats = json.loads((workdir / params["prepare"]["out_dir"] / "stats.json").read_text())
     train_seconds = sum(v for k, v in seconds.items() if k.startswith("train@"))
     fraction = 1 - 1 / params["folds"]["n_splits"]
-    seen = stats["n_train"] * stats["views"] * fraction * params["train"]["epochs"] * len(params["train"]["folds"])
+    fold_metrics = [
+        json.loads((workdir / params["train"]["out_dir"] / m / f"fold_{f}" / "metrics.json").read_text())
+        for m in params["train"]["models"]
+        for f in params["train"]["folds"]
+    ]
+    seen = stats["n_train"] * stats["views"] * fraction * sum(m["epochs_run"] for m in fold_metrics)
     result = {
         "params": str(args.params),
         "overrides": args.set,
@@ -65,10 +75,9 @@ def main() -> None:
         "train_seconds": round(train_seconds, 2),
         "train_images_seen_per_second": round(seen / train_seconds, 1),
         "metrics": metrics,
+        "folds": fold_metrics,
     }
-    submission = (
-        workdir / params["submit"]["out_dir"] / f"{params['data']['competition']}-{params['model']['name']}.csv"
-    )
+    submission = workdir / params["submit"]["out_file"]
     if solution.is_file():  # an offline competition: score the test submission as Kaggle would
         scored = subprocess.run(
             [sys.executable, "-m", "mlic.cli", "score", str(submission), "--solution", str(solution)],
