@@ -38,4 +38,4 @@ format: install
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf data/raw/sample data/processed reports submissions/*.csv
+	rm -rf data/raw/sample data/processed data/interim reports submissions/*.csv

@@ -113,7 +113,8 @@ def test_resume_ignores_a_checkpoint_from_another_config(root, sample_competitio
     checkpoint = root / "other/checkpoints/hog_linear/fold_0/last.pt"
     checkpoint.parent.mkdir(parents=True)
     torch.save({"fingerprint": "from another run"}, checkpoint)
-    result = _run(["-m", "mlic.cli", "--params", str(params), "train", "--model", "hog_linear", "--fold", "0", "--resume"])
+    command = ["train", "--model", "hog_linear", "--fold", "0", "--resume"]
+    result = _run(["-m", "mlic.cli", "--params", str(params), *command])
     assert result.returncode == 0, result.stderr[-3000:]
     assert "from another config or code version; starting afresh" in result.stdout
 

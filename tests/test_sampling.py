@@ -10,6 +10,8 @@ from conftest import shared_path
 from torch.utils.data import DataLoader, TensorDataset
 
 from mlic.sampling import (
+    RandomBatchSampler,
+    ShardedBatchSampler,
     StratifiedBatchSampler,
     batch_label_deviation,
     random_batches,
@@ -131,3 +133,23 @@ def test_real_planet_labels_stratified_below_random():
     stratified = mean_deviation(labels, sampler.epoch_batches, epochs=2)
     shuffled = mean_deviation(labels, lambda e: random_batches(len(labels), 64, seed=e), epochs=2)
     assert stratified < 0.6 * shuffled
+
+
+def test_random_batch_sampler_is_a_function_of_seed_and_epoch():
+    sampler = RandomBatchSampler(50, 8, seed=3)
+    sampler.set_epoch(4)
+    first = list(sampler)
+    sampler.set_epoch(5)
+    assert list(sampler) != first
+    sampler.set_epoch(4)
+    assert list(sampler) == first and len(first) == len(sampler) == 6
+
+
+def test_sharded_batches_split_every_global_batch_between_processes():
+    labels = (np.random.default_rng(0).random((40, 4)) < 0.3).astype(np.uint8)
+    for make in (lambda: StratifiedBatchSampler(labels, 8, seed=1), lambda: RandomBatchSampler(40, 8, seed=1)):
+        whole, shards = make(), [ShardedBatchSampler(make(), rank, 2) for rank in range(2)]
+        for sampler in (whole, *shards):
+            sampler.set_epoch(2)
+        for batch, half0, half1 in zip(whole, *shards, strict=True):
+            assert sorted(half0 + half1) == sorted(batch) and len(half0) == len(half1) == 4

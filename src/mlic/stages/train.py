@@ -85,12 +85,15 @@ def loaders(cfg: Config, data: FoldData, ctx: DistContext) -> tuple[DataLoader, 
 
 
 def make_validate(cfg: Config, data: FoldData, val: DataLoader, rt: Runtime) -> Validate:
-    """Validation after each epoch (no TTA): F-beta at the best shared threshold, which early stopping uses, and mAP."""
+    """Validation after each epoch (no TTA): F-beta at the best shared threshold (early stopping's score), mAP.
+
+    Rows are not topped up to `thresholds.min_labels` here, so that training does not depend on that knob.
+    """
     labels, t = data.prep.labels[data.val_rows], cfg.thresholds
 
     def validate(model: torch.nn.Module) -> tuple[float, dict[str, float]]:
         probs = predict(model, val, rt, tta_views("none"), data.inputs, data.n_views)
-        threshold, score = best_global_threshold(probs, labels, t.beta, t.min_labels, step=0.05)
+        threshold, score = best_global_threshold(probs, labels, t.beta, min_labels=0, step=0.05)
         average_precision = mean_average_precision(labels, probs)
         return score, {f"val_f{t.beta:g}": score, "val_threshold": threshold, "val_map": average_precision}
 
@@ -161,7 +164,7 @@ def write_fold(cfg: Config, model: str, fold: int, data: FoldData, outputs: dict
         save_config(cfg, out / files.CONFIG_FILE)
         shutil.copytree(live_dir, out / "live")
         labels, t = data.prep.labels[data.val_rows], cfg.thresholds
-        threshold, score = best_global_threshold(oof, labels, t.beta, t.min_labels)
+        threshold, score = best_global_threshold(oof, labels, t.beta, min_labels=0)
         summary = {
             "model": model,
             "fold": fold,
