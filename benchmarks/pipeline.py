@@ -55,7 +55,7 @@ def main() -> None:
     for model in params["train"]["models"]:
         for fold in params["train"]["folds"]:
             seconds[f"train@{model}-{fold}"] = run_stage(workdir, "train", "--model", model, "--fold", str(fold))
-    for stage in ("thresholds", "submit", "evaluate"):
+    for stage in ("ensemble", "thresholds", "submit", "evaluate"):
         seconds[stage] = run_stage(workdir, stage)
     metrics = json.loads((workdir / params["evaluate"]["out_dir"] / "metrics.json").read_text())
     stats = json.loads((workdir / params["prepare"]["out_dir"] / "stats.json").read_text())
@@ -76,6 +76,10 @@ def main() -> None:
         "train_images_seen_per_second": round(seen / train_seconds, 1),
         "metrics": metrics,
         "folds": fold_metrics,
+        "thresholds": {
+            method: {"in_sample": r["in_sample"]["f2_samples"], "nested": r["nested"]["f2_samples"]}
+            for method, r in json.loads((workdir / params["thresholds"]["metrics_file"]).read_text()).items()
+        },
     }
     submission = workdir / params["submit"]["out_file"]
     if solution.is_file():  # an offline competition: score the test submission as Kaggle would

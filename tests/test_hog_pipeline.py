@@ -7,7 +7,7 @@ import pytest
 from mlic.config import config_from_dict
 from mlic.features import load_hog
 from mlic.prepared import load_prepared
-from mlic.stages import folds, hog, prepare, submit, thresholds, train
+from mlic.stages import ensemble, folds, hog, prepare, submit, thresholds, train
 
 pytestmark = pytest.mark.slow
 MODELS = ("hog_linear", "resnet50_hog", "baseline")
@@ -30,7 +30,14 @@ def project(sample_competition, tmp_path_factory):
             "warmup_epochs": 0,
             "batch_size": 16,
         },
-        "thresholds": {"out_file": str(root / "thresholds.json"), "grid_step": 0.1},
+        "ensemble": {"out_dir": str(root / "ensemble")},
+        "thresholds": {
+            "out_file": str(root / "thresholds.json"),
+            "metrics_file": str(root / "threshold_scores.json"),
+            "optuna_storage": str(root / "optuna.db"),
+            "compare_methods": ["global"],
+            "grid_step": 0.1,
+        },
         "submit": {"out_file": str(root / "subs" / "submission.csv"), "predictions_dir": str(root / "submit")},
     }
     cfg = config_from_dict(params)
@@ -54,6 +61,7 @@ def test_models_train_and_submit_on_crop_views(project, model):
     cfg = config_from_dict({**params, "train": {**params["train"], "models": [model]}})
     for fold in (0, 1):
         train.main(cfg, fold, model)
+    ensemble.main(cfg)
     thresholds.main(cfg)
     submit.main(cfg)
     submission = pd.read_csv(root / "subs" / "submission.csv", keep_default_na=False)

@@ -1,10 +1,41 @@
-import numpy as np
-import pytest
-from sklearn.metrics import average_precision_score, fbeta_score
+"""Metrics against sklearn (random and real labels, edge cases), threshold methods, regularisation, nesting."""
 
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import shared_path
+from sklearn.metrics import average_precision_score, f1_score, fbeta_score, precision_score, recall_score
+
+from mlic.competitions.planet import PLANET_TAGS
 from mlic.config import ThresholdsConfig
-from mlic.metrics import fbeta_samples, fold_prior_probs, mean_average_precision, per_class_table, summary_metrics
-from mlic.thresholds import binarize, fit_thresholds
+from mlic.labels import encode_labels
+from mlic.metrics import (
+    average_precision_per_class,
+    fbeta_samples,
+    fold_prior_probs,
+    mean_average_precision,
+    per_class_table,
+    precision_recall_f1,
+    summary_metrics,
+    top_k_predictions,
+)
+from mlic.thresholds import (
+    best_cut,
+    binarize,
+    fit_thresholds,
+    nested_evaluation,
+    regularise,
+)
+
+
+def model_like(labels: np.ndarray, seed: int = 0, strength: float = 2.0) -> np.ndarray:
+    """Probabilities a decent model might give: logits pulled toward the truth, per-class skill varying."""
+    rng = np.random.default_rng(seed)
+    skill = rng.uniform(0.5, 1.5, labels.shape[1])
+    logits = strength * skill * (2 * labels - 1) + rng.normal(0, 1.5, labels.shape) - 1.0
+    return (1 / (1 + np.exp(-logits))).astype(np.float32)
 
 
 @pytest.fixture
@@ -15,11 +46,64 @@ def noisy():
     return labels, probs
 
 
-def test_fbeta_samples_matches_sklearn(noisy):
+@pytest.fixture
+def edge_cases(noisy):
+    """A class with no positives, a row with no predicted label, a row with no true label, many tied scores."""
     labels, probs = noisy
-    pred = binarize(probs, 0.5, min_labels=1)
-    expected = fbeta_score(labels, pred, beta=2, average="samples", zero_division=0)
-    assert fbeta_samples(labels, pred, 2.0) == pytest.approx(expected, abs=1e-12)
+    labels, probs = labels.copy(), np.round(probs, 2)
+    labels[:, 5] = 0
+    labels[7] = 0
+    probs[3] = 0.0
+    return labels, probs
+
+
+@pytest.fixture(scope="module")
+def planet_labels():
+    root = shared_path("planet-32px")
+    frame = pd.read_csv(root / "train_v2.csv")
+    return encode_labels([tags.split() for tags in frame["tags"]], PLANET_TAGS)
+
+
+def sklearn_set(labels: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    kw = {"zero_division": 0}
+    cp, cr = precision_score(labels, pred, average="macro", **kw), recall_score(labels, pred, average="macro", **kw)
+    return {
+        "cp": cp,
+        "cr": cr,
+        "cf1": 2 * cp * cr / (cp + cr) if cp + cr else 0.0,
+        "op": precision_score(labels, pred, average="micro", **kw),
+        "or": recall_score(labels, pred, average="micro", **kw),
+        "of1": f1_score(labels, pred, average="micro", **kw),
+        "f1_macro": f1_score(labels, pred, average="macro", **kw),
+    }
+
+
+def check_against_sklearn(labels: np.ndarray, probs: np.ndarray) -> None:
+    for pred in (binarize(probs, 0.5, min_labels=0), top_k_predictions(probs, 3)):
+        ours, theirs = precision_recall_f1(labels, pred), sklearn_set(labels, pred)
+        assert ours == pytest.approx(theirs, abs=1e-12)
+        expected = fbeta_score(labels, pred, beta=2, average="samples", zero_division=1.0)
+        assert fbeta_samples(labels, pred, 2.0) == pytest.approx(expected, abs=1e-12)
+    has_pos = labels.sum(0) > 0
+    expected_ap = [average_precision_score(labels[:, c], probs[:, c]) for c in np.flatnonzero(has_pos)]
+    ap = average_precision_per_class(labels, probs)
+    assert np.allclose(ap[has_pos], expected_ap, atol=1e-12) and np.isnan(ap[~has_pos]).all()
+    assert mean_average_precision(labels, probs) == pytest.approx(np.mean(expected_ap), abs=1e-12)
+
+
+def test_metrics_match_sklearn_on_random_labels(noisy):
+    check_against_sklearn(*noisy)
+
+
+def test_metrics_match_sklearn_on_edge_cases(edge_cases):
+    labels, probs = edge_cases
+    check_against_sklearn(labels, probs)
+    pred = binarize(probs, 0.5, min_labels=0)
+    assert pred[3].sum() == 0  # the empty prediction row really is empty, and scores 0 (it has true labels)
+
+
+def test_metrics_match_sklearn_on_real_planet_labels(planet_labels):
+    check_against_sklearn(planet_labels[:5000], model_like(planet_labels[:5000]))
 
 
 def test_fbeta_hand_example():
@@ -29,33 +113,82 @@ def test_fbeta_hand_example():
     assert fbeta_samples(np.zeros((1, 3)), np.zeros((1, 3))) == 1.0
 
 
-def test_map_matches_sklearn_and_skips_empty_classes(noisy):
+def test_summary_has_every_metric_and_its_top3_variant(noisy):
     labels, probs = noisy
-    labels = labels.copy()
-    labels[:, 5] = 0
-    expected = average_precision_score(labels[:, :5], probs[:, :5], average="macro")
-    assert mean_average_precision(labels, probs) == pytest.approx(expected)
+    summary = summary_metrics(labels, probs, binarize(probs, 0.5))
+    base = {"f2_samples", "cp", "cr", "cf1", "op", "or", "of1", "f1_macro"}
+    assert set(summary) == base | {"map"} | {f"{k}_top3" for k in base}
+    assert all(0 <= v <= 1 for v in summary.values())
+    table = per_class_table(labels, binarize(probs, 0.5), list("abcdef"))
+    assert [row["support"] for row in table] == labels.sum(0).tolist()
 
 
-def test_binarize_tops_up_short_rows():
-    probs = np.array([[0.1, 0.2, 0.3], [0.9, 0.8, 0.1], [0.2, 0.45, 0.1]])
+def test_binarize_tops_up_short_rows_and_caps_long_ones():
+    probs = np.array([[0.1, 0.2, 0.3], [0.9, 0.8, 0.7], [0.2, 0.45, 0.1]])
     thresholds = np.array([0.5, 0.5, 0.5])
-    assert binarize(probs, thresholds, 0).tolist() == [[0, 0, 0], [1, 1, 0], [0, 0, 0]]
-    assert binarize(probs, thresholds, 1).tolist() == [[0, 0, 1], [1, 1, 0], [0, 1, 0]]
-    # Top-up is relative to each class's threshold, not the raw probability.
+    assert binarize(probs, thresholds, 0).tolist() == [[0, 0, 0], [1, 1, 1], [0, 0, 0]]
+    assert binarize(probs, thresholds, 1).tolist() == [[0, 0, 1], [1, 1, 1], [0, 1, 0]]
+    assert binarize(probs, thresholds, 1, max_labels=2).tolist() == [[0, 0, 1], [1, 1, 0], [0, 1, 0]]
+    # Top-up and caps rank by margin over each class's threshold, not by the raw probability.
     assert binarize(np.array([[0.3, 0.4]]), np.array([0.32, 0.9]), 1).tolist() == [[1, 0]]
 
 
-def test_per_class_beats_or_ties_global_and_is_deterministic(noisy):
+def test_best_cut_is_the_brute_force_best_for_each_class(noisy):
+    """With the other classes fixed, no threshold of one class beats the exact search's (all distinct cuts tried)."""
+    labels, probs = noisy
+    thresholds = fit_thresholds(probs, labels, ThresholdsConfig(method="per_class_exact", min_labels=0))
+    best = fbeta_samples(labels, binarize(probs, thresholds, 0))
+    for c in range(labels.shape[1]):
+        for cut in np.concatenate([np.unique(probs[:, c]), [1.1]]):
+            trial = thresholds.copy()
+            trial[c] = cut
+            assert fbeta_samples(labels, binarize(probs, trial, 0)) <= best + 1e-12
+
+
+def test_best_cut_gain_equals_the_change_in_summed_score(noisy):
+    labels, probs = noisy
+    truth, pred = labels.astype(bool), probs >= 0.5
+    counts = ((truth & pred).sum(1), (~truth & pred).sum(1), (truth & ~pred).sum(1))
+    cut, gain = best_cut(probs[:, 1], truth[:, 1], pred[:, 1], counts, np.argsort(-probs[:, 1]), 2.0)
+    after = np.full(6, 0.5)
+    after[1] = cut
+    before_sum = fbeta_samples(labels, binarize(probs, 0.5, 0)) * len(labels)
+    assert fbeta_samples(labels, binarize(probs, after, 0)) * len(labels) - before_sum == pytest.approx(gain)
+
+
+@pytest.mark.parametrize("method", ["global", "per_class_exact", "optuna"])
+def test_methods_are_deterministic_and_beat_a_bad_threshold(noisy, method, tmp_path):
+    labels, probs = noisy
+    cfg = ThresholdsConfig(method=method, optuna_trials=20, optuna_storage=str(tmp_path / "a.db"))
+    thresholds = fit_thresholds(probs, labels, cfg)
+    again = fit_thresholds(
+        probs, labels, ThresholdsConfig(**{**cfg.__dict__, "optuna_storage": str(tmp_path / "b.db")})
+    )
+    assert np.array_equal(thresholds, again)
+    assert fbeta_samples(labels, binarize(probs, thresholds)) > fbeta_samples(labels, binarize(probs, 0.99))
+
+
+def test_exact_beats_global_and_optuna_starts_from_exact(noisy, tmp_path):
     labels, probs = noisy
     scores = {}
-    for method in ("global", "per_class"):
-        cfg = ThresholdsConfig(method=method)
-        thresholds = fit_thresholds(probs, labels, cfg)
-        assert np.array_equal(thresholds, fit_thresholds(probs, labels, cfg))
-        scores[method] = fbeta_samples(labels, binarize(probs, thresholds, cfg.min_labels))
-    assert scores["per_class"] >= scores["global"] - 1e-9
-    assert scores["global"] > fbeta_samples(labels, binarize(probs, 0.99, 1))
+    for method in ("global", "per_class_exact", "optuna"):
+        cfg = ThresholdsConfig(method=method, optuna_trials=15, optuna_storage=str(tmp_path / "s.db"), min_labels=0)
+        scores[method] = fbeta_samples(labels, binarize(probs, fit_thresholds(probs, labels, cfg), 0))
+    assert scores["global"] <= scores["per_class_exact"] <= scores["optuna"] + 1e-12
+
+
+def test_optuna_study_resumes_from_its_sqlite_storage(noisy, tmp_path):
+    import optuna
+
+    labels, probs = noisy
+    cfg = ThresholdsConfig(method="optuna", optuna_trials=8, optuna_storage=str(tmp_path / "study.db"))
+    first = fit_thresholds(probs, labels, cfg)
+    (summary,) = optuna.study.get_all_study_summaries(f"sqlite:///{tmp_path / 'study.db'}")
+    assert summary.n_trials == 8
+    more = dataclasses.replace(cfg, optuna_trials=12)
+    fit_thresholds(probs, labels, more)  # 4 more trials in the same study, not 12 new ones
+    (summary,) = optuna.study.get_all_study_summaries(f"sqlite:///{tmp_path / 'study.db'}")
+    assert summary.n_trials == 12 and first.shape == (6,)
 
 
 def test_separable_predictions_reach_a_perfect_score():
@@ -63,21 +196,30 @@ def test_separable_predictions_reach_a_perfect_score():
     labels = (rng.random((200, 4)) < 0.4).astype(np.uint8)
     labels[labels.sum(1) == 0, 0] = 1
     probs = np.where(labels, 0.6 + 0.3 * rng.random(labels.shape), 0.4 * rng.random(labels.shape))
-    thresholds = fit_thresholds(probs, labels, ThresholdsConfig(method="per_class"))
+    thresholds = fit_thresholds(probs, labels, ThresholdsConfig(method="per_class_exact"))
     assert fbeta_samples(labels, binarize(probs, thresholds)) == 1.0
+
+
+def test_shrinkage_pulls_rare_classes_to_the_global_threshold():
+    labels = np.zeros((100, 2), dtype=np.uint8)
+    labels[:90, 0], labels[:2, 1] = 1, 1  # supports 90 and 2
+    shrunk = regularise(np.array([0.8, 0.8]), labels, 0.2, shrink=10.0)
+    assert shrunk == pytest.approx([(90 * 0.8 + 10 * 0.2) / 100, (2 * 0.8 + 10 * 0.2) / 12])
+    assert np.array_equal(regularise(np.array([0.8, 0.8]), labels, 0.2, shrink=0.0), [0.8, 0.8])
+
+
+def test_nested_scores_come_from_thresholds_fitted_without_the_fold(noisy):
+    labels, probs = noisy
+    folds = np.arange(len(labels)) % 3
+    report = nested_evaluation(probs, labels, folds, ThresholdsConfig(method="per_class_exact"), "per_class_exact")
+    assert set(report.per_fold) == {"0", "1", "2"}
+    assert report.nested["f2_samples"] < report.in_sample["f2_samples"]  # per-class cuts overfit 300 rows
+    held = fit_thresholds(probs[folds != 0], labels[folds != 0], ThresholdsConfig(method="per_class_exact"))
+    expected = fbeta_samples(labels[folds == 0], binarize(probs[folds == 0], held))
+    assert report.per_fold["0"]["f2_samples"] == pytest.approx(expected, abs=1e-6)
 
 
 def test_fold_prior_probs_use_only_the_other_folds():
     labels = np.array([[1, 0], [1, 0], [0, 1], [0, 1]], dtype=np.uint8)
     probs = fold_prior_probs(labels, [np.array([0, 1]), np.array([2, 3])])
     assert probs.tolist() == [[0, 1], [0, 1], [1, 0], [1, 0]]
-
-
-def test_summary_and_per_class_tables(noisy):
-    labels, probs = noisy
-    pred = binarize(probs, 0.5)
-    summary = summary_metrics(labels, probs, pred)
-    assert set(summary) == {"f2_samples", "map_macro", "f1_micro", "f1_macro"}
-    table = per_class_table(labels, pred, list("abcdef"))
-    assert [row["support"] for row in table] == labels.sum(0).tolist()
-    assert all(0 <= row["f2"] <= 1 for row in table)

@@ -17,7 +17,7 @@ from mlic.competitions.planet import PLANET_TAGS
 
 pytestmark = pytest.mark.slow
 
-BASE_STAGES = ["sample", "prepare", "hog", "folds", "thresholds", "submit", "evaluate"]
+BASE_STAGES = ["sample", "prepare", "hog", "folds", "ensemble", "thresholds", "submit", "evaluate"]
 TRAIN_STAGES = ["train@baseline-0", "train@baseline-1"]
 TINY = {
     "sample": {"n_train": 120, "n_test": 30, "image_size": 32},
@@ -26,7 +26,7 @@ TINY = {
     "folds": {"n_splits": 2},
     "models": {"baseline": {"extra_filters": 16}},
     "train": {"folds": [0, 1], "epochs": 2, "batch_size": 32},
-    "thresholds": {"grid_step": 0.05},
+    "thresholds": {"grid_step": 0.05, "optuna_trials": 10},
 }
 
 
@@ -79,10 +79,15 @@ def test_repro_writes_a_valid_submission_and_metrics(project):
         assert tags and set(tags.split()) <= set(PLANET_TAGS)
     metrics = yaml.safe_load((project / "reports" / "metrics.json").read_text())
     for part in ("oof", "all_prior_baseline"):
-        assert set(metrics[part]) == {"f2_samples", "map_macro", "f1_micro", "f1_macro"}
+        assert {"f2_samples", "map", "cf1", "of1", "cf1_top3", "of1_top3"} <= set(metrics[part])
         assert 0 < metrics[part]["f2_samples"] <= 1
+    scores = yaml.safe_load((project / "reports" / "thresholds.json").read_text())
+    assert set(scores) == {"global", "per_class_exact", "optuna"}
+    for report in scores.values():
+        assert set(report["folds"]) == {"0", "1"} and 0 < report["nested"]["f2_samples"] <= 1
     assert metrics["oof_rows"] == 120 and set(metrics["models"]) == {"baseline"}
-    assert (project / "reports" / "threshold_curve.png").stat().st_size > 1000
+    for png in ("threshold_curve.png", "class_threshold_curves.png", "pr_curves.png"):
+        assert (project / "reports" / png).stat().st_size > 1000
     for fold in (0, 1):
         fold_dir = project / "data/processed/train/baseline" / f"fold_{fold}"
         assert {"model.pt", "oof.npz", "test.npy", "config.yaml", "live"} <= {p.name for p in fold_dir.iterdir()}
@@ -101,19 +106,28 @@ def test_changing_epochs_reruns_only_train_and_after(project):
     _edit_params(project, {"train": {"epochs": 1, "warmup_epochs": 0.5}})
     ran = _stages_run(_dvc(project, "repro"))
     assert ran[:2] == TRAIN_STAGES
-    assert set(ran) <= {*TRAIN_STAGES, "thresholds", "submit", "evaluate"}
+    assert set(ran) <= {*TRAIN_STAGES, *BASE_STAGES[4:]}
     assert "thresholds" in ran
 
 
 def test_adding_a_model_adds_its_stages_and_reruns_no_other_model(project):
     _edit_params(project, {"train": {"models": ["baseline", "hog_linear"]}})
     ran = _stages_run(_dvc(project, "repro"))
-    assert sorted(ran) == sorted(["train@hog_linear-0", "train@hog_linear-1", "thresholds", "submit", "evaluate"])
+    assert sorted(ran) == sorted(["train@hog_linear-0", "train@hog_linear-1", *BASE_STAGES[4:]])
     _edit_params(project, {"models": {"hog_linear": {"drop_rate": 0.1}}})  # one model's knob: only its stages
     ran = _stages_run(_dvc(project, "repro"))
     assert ran[:2] == ["train@hog_linear-0", "train@hog_linear-1"] and not set(ran) & set(TRAIN_STAGES)
     metrics = yaml.safe_load((project / "reports" / "metrics.json").read_text())
     assert set(metrics["models"]) == {"baseline", "hog_linear"}
+
+
+def test_changing_the_ensemble_or_thresholds_reruns_only_what_reads_them(project):
+    _edit_params(project, {"ensemble": {"method": "weighted"}})
+    assert sorted(_stages_run(_dvc(project, "repro"))) == sorted(BASE_STAGES[4:])
+    weights = yaml.safe_load((project / "data/processed/ensemble/weights.json").read_text())
+    assert set(weights) == {"baseline", "hog_linear"} and sum(weights.values()) == pytest.approx(1.0, abs=1e-5)
+    _edit_params(project, {"thresholds": {"shrink": 5.0}})
+    assert sorted(_stages_run(_dvc(project, "repro"))) == sorted(BASE_STAGES[5:])
 
 
 def test_same_seed_gives_the_same_folds_and_submission(project):

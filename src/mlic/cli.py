@@ -1,6 +1,6 @@
 """The `mlic` command: `mlic <stage>` runs one pipeline stage (dvc.yaml calls exactly these), and a few tools.
 
-Stages: sample, prepare, hog, folds, train --model M --fold N [--resume], thresholds, submit, evaluate.
+Stages: sample, prepare, hog, folds, train --model M --fold N [--resume], ensemble, thresholds, submit, evaluate.
 Multi-GPU: torchrun --nproc_per_node N -m mlic.cli train --model M --fold N.
 Tools: check, validate-submission, score, download.
 """
@@ -35,6 +35,7 @@ STAGES: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None] | No
     "hog": ("hog", "HOG features of every cached image view", None),
     "folds": ("folds", "multilabel-stratified k-fold split", None),
     "train": ("train", "train one model on one fold and write OOF and test predictions", _train_args),
+    "ensemble": ("ensemble", "blend the models' out-of-fold and test predictions", None),
     "thresholds": ("thresholds", "fit per-class thresholds on out-of-fold predictions", None),
     "submit": ("submit", "write the Kaggle submission CSV", None),
     "evaluate": ("evaluate", "out-of-fold metrics, baseline and plots", None),

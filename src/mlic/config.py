@@ -244,13 +244,21 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class ThresholdsConfig:
-    """Per-class decision thresholds fitted on out-of-fold predictions for the F-beta metric."""
+    """Per-class decision thresholds fitted on out-of-fold predictions for the F-beta metric (stage `thresholds`)."""
 
     out_file: str = "data/processed/thresholds.json"
-    method: str = "per_class"
+    metrics_file: str = "reports/thresholds.json"  # in-sample and nested scores of every compared method
+    method: str = "per_class_exact"  # the method whose thresholds the submission uses
+    compare_methods: tuple[str, ...] = ("global", "per_class_exact")  # also scored (nested) for the report
     beta: float = 2.0
-    grid_step: float = 0.01
-    min_labels: int = 1
+    grid_step: float = 0.01  # the global method's grid
+    max_passes: int = 10  # per_class_exact: coordinate-ascent passes at most (it stops when F-beta stops rising)
+    shrink: float = 0.0  # pull class c's threshold to the global one: (n_c t_c + shrink t) / (n_c + shrink)
+    min_labels: int = 1  # every row gets at least this many labels (its top classes, relative to thresholds)
+    max_labels: int = 0  # and at most this many (0: no limit)
+    optuna_trials: int = 200  # optuna: trials per fit, counting those already in the study
+    optuna_storage: str = "data/processed/optuna.db"  # SQLite; a study resumes, and optuna-dashboard opens it
+    seed: int = 0
 
     def __post_init__(self):
         if not 0 < self.grid_step <= 0.5:
@@ -259,6 +267,21 @@ class ThresholdsConfig:
             _fail("thresholds.beta", f"must be > 0, got {self.beta}")
         if self.min_labels < 0:
             _fail("thresholds.min_labels", f"must be >= 0, got {self.min_labels}")
+        if self.max_labels and self.max_labels < max(self.min_labels, 1):
+            _fail("thresholds.max_labels", f"must be 0 (off) or >= min_labels, got {self.max_labels}")
+        for name in ("max_passes", "optuna_trials"):
+            if getattr(self, name) < 1:
+                _fail(f"thresholds.{name}", f"must be >= 1, got {getattr(self, name)}")
+        if self.shrink < 0:
+            _fail("thresholds.shrink", f"must be >= 0, got {self.shrink}")
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    """Blending the models' out-of-fold and test probabilities (stage `ensemble`); folds are always averaged."""
+
+    out_dir: str = "data/processed/ensemble"
+    method: str = "mean"  # registry: mean, geometric, weighted (weights fitted on the OOF predictions)
 
 
 @dataclass(frozen=True)
@@ -287,6 +310,7 @@ class Config:
     folds: FoldsConfig = field(default_factory=FoldsConfig)
     models: dict[str, ModelConfig] = field(default_factory=lambda: {"baseline": ModelConfig()})
     train: TrainConfig = field(default_factory=TrainConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     thresholds: ThresholdsConfig = field(default_factory=ThresholdsConfig)
     submit: SubmitConfig = field(default_factory=SubmitConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)

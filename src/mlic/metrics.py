@@ -1,11 +1,18 @@
-"""Multi-label metrics: Kaggle's sample-averaged F-beta, mAP, micro/macro F1, and a per-class table."""
+"""Multi-label metrics in vectorised numpy: Kaggle's sample-averaged F-beta, mAP, and the research tables' set.
+
+The research tables (e.g. ML-GCN, SRN) report, besides mAP:
+- CP, CR: per-class precision and recall, averaged over classes (macro); CF1 = 2 CP CR / (CP + CR).
+- OP, OR, OF1: precision, recall and F1 over all (image, label) pairs (micro).
+- The same six for the top-3 labels of each image instead of the thresholded ones.
+A class that is never predicted has precision 0, and one with no positives has recall 0 (sklearn's
+`zero_division=0`); `tests/test_metrics_thresholds.py` checks every figure against sklearn.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.metrics import average_precision_score, f1_score
 
 
 def fbeta_per_row(y_true: np.ndarray, y_pred: np.ndarray, beta: float = 2.0) -> np.ndarray:
@@ -39,29 +46,88 @@ def fbeta_samples(y_true: np.ndarray, y_pred: np.ndarray, beta: float = 2.0) -> 
     return float(fbeta_per_row(y_true, y_pred, beta).mean())
 
 
+def average_precision_per_class(y_true: np.ndarray, probs: np.ndarray, chunk: int = 64) -> np.ndarray:
+    """Average precision of each class, as sklearn's `average_precision_score` (NaN for a class without positives).
+
+    AP = sum over distinct score cut-offs of (recall gain) x (precision there). Tied scores form one cut-off,
+    so only the last position of each run of equal scores counts. Columns are processed `chunk` at a time to
+    bound memory at iMet's size.
+    """
+    y_true = np.asarray(y_true).astype(bool)
+    out = np.full(y_true.shape[1], np.nan)
+    for start in range(0, y_true.shape[1], chunk):
+        cols = slice(start, start + chunk)
+        order = np.argsort(-probs[:, cols], axis=0, kind="stable")
+        scores = np.take_along_axis(probs[:, cols], order, axis=0)
+        hits = np.take_along_axis(y_true[:, cols], order, axis=0)
+        tp = np.cumsum(hits, axis=0, dtype=np.int64)
+        rank = np.arange(1, len(hits) + 1)[:, None]
+        last_of_tie = np.ones_like(hits)
+        last_of_tie[:-1] = scores[:-1] != scores[1:]
+        tp_at = np.where(last_of_tie, tp, 0)
+        # recall gain at each cut-off: tp there minus tp at the previous cut-off
+        prev = np.maximum.accumulate(np.vstack([np.zeros((1, hits.shape[1]), np.int64), tp_at[:-1]]), axis=0)
+        gain = np.where(last_of_tie, tp - prev, 0)
+        n_pos = tp[-1]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[cols] = np.where(n_pos > 0, (gain * (tp / rank)).sum(axis=0) / n_pos, np.nan)
+    return out
+
+
 def mean_average_precision(y_true: np.ndarray, probs: np.ndarray) -> float:
     """Macro mAP over the classes that have at least one positive (AP is undefined without one)."""
-    has_pos = y_true.sum(axis=0) > 0
-    if not has_pos.any():
-        return float("nan")
-    return float(average_precision_score(y_true[:, has_pos], probs[:, has_pos], average="macro"))
+    ap = average_precision_per_class(y_true, probs)
+    return float(np.nanmean(ap)) if np.isfinite(ap).any() else float("nan")
+
+
+def top_k_predictions(probs: np.ndarray, k: int = 3) -> np.ndarray:
+    """Binary (N, C) predictions of each row's k highest-probability labels (ties: the lower class index)."""
+    top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    pred = np.zeros(probs.shape, dtype=np.uint8)
+    np.put_along_axis(pred, top, 1, axis=1)
+    return pred
+
+
+def precision_recall_f1(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """CP, CR, CF1 (per class, macro-averaged), OP, OR, OF1 (overall, micro) and sklearn's macro F1 (mean of F1s)."""
+    t, p = y_true.astype(bool), y_pred.astype(bool)
+    tp, fp, fn = (t & p).sum(0), (~t & p).sum(0), (t & ~p).sum(0)
+    class_p = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 0.0)
+    class_r = np.where(tp + fn > 0, tp / np.maximum(tp + fn, 1), 0.0)
+    cp, cr = float(class_p.mean()), float(class_r.mean())
+    all_tp, all_fp, all_fn = int(tp.sum()), int(fp.sum()), int(fn.sum())
+    op = all_tp / (all_tp + all_fp) if all_tp + all_fp else 0.0
+    orec = all_tp / (all_tp + all_fn) if all_tp + all_fn else 0.0
+    return {
+        "cp": cp,
+        "cr": cr,
+        "cf1": 2 * cp * cr / (cp + cr) if cp + cr else 0.0,
+        "op": op,
+        "or": orec,
+        "of1": 2 * op * orec / (op + orec) if op + orec else 0.0,
+        "f1_macro": float(np.mean(fbeta_from_counts(tp, fp, fn, 1.0) * ((tp + fp + fn) > 0))),
+    }
 
 
 def summary_metrics(y_true: np.ndarray, probs: np.ndarray, y_pred: np.ndarray, beta: float = 2.0) -> dict[str, float]:
-    """The headline metrics of one set of predictions.
+    """Every headline metric of one set of predictions, rounded to 6 decimals.
 
     Args:
         y_true: Binary (N, C) ground truth.
-        probs: (N, C) predicted probabilities, for mAP.
+        probs: (N, C) predicted probabilities, for mAP and the top-3 metrics.
         y_pred: Binary (N, C) thresholded predictions.
         beta: F-beta's beta for the sample-averaged score.
+
+    Returns:
+        `f{beta}_samples`, `map`, cp, cr, cf1, op, or, of1, f1_macro (thresholded), and `*_top3` of the seven
+        threshold-free counterparts (the top-3 labels of each row), with `f{beta}_samples_top3`.
     """
-    return {
-        f"f{beta:g}_samples": round(fbeta_samples(y_true, y_pred, beta), 6),
-        "map_macro": round(mean_average_precision(y_true, probs), 6),
-        "f1_micro": round(float(f1_score(y_true, y_pred, average="micro", zero_division=0)), 6),
-        "f1_macro": round(float(f1_score(y_true, y_pred, average="macro", zero_division=0)), 6),
-    }
+    top3 = top_k_predictions(probs, 3)
+    out = {f"f{beta:g}_samples": fbeta_samples(y_true, y_pred, beta), "map": mean_average_precision(y_true, probs)}
+    out.update(precision_recall_f1(y_true, y_pred))
+    out[f"f{beta:g}_samples_top3"] = fbeta_samples(y_true, top3, beta)
+    out.update({f"{k}_top3": v for k, v in precision_recall_f1(y_true, top3).items()})
+    return {k: round(float(v), 6) for k, v in out.items()}
 
 
 def per_class_table(

@@ -1,4 +1,4 @@
-"""Per-fold prediction files written by `train`, and their assembly into out-of-fold and test ensembles."""
+"""Prediction files: per fold (written by `train`), their assembly into OOF and test arrays, and the ensemble's."""
 
 from __future__ import annotations
 
@@ -63,13 +63,20 @@ def average_test(folds: Sequence[FoldPredictions]) -> np.ndarray:
     return np.mean([f.test for f in folds], axis=0).astype(np.float32)
 
 
-def ensemble_oof(per_model: dict[str, Sequence[FoldPredictions]], n_rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """The models' mean out-of-fold probabilities (N, C), and the mask of rows every model covers."""
-    assembled = [assemble_oof(folds, n_rows) for folds in per_model.values()]
-    covered = np.logical_and.reduce([c for _, c in assembled])
-    return np.mean([p for p, _ in assembled], axis=0).astype(np.float32), covered
+@dataclass(frozen=True)
+class EnsemblePredictions:
+    """The `ensemble` stage's output: blended OOF probabilities of the covered rows (with their folds), and test."""
+
+    rows: np.ndarray
+    folds: np.ndarray
+    oof: np.ndarray
+    test: np.ndarray
 
 
-def ensemble_test(per_model: dict[str, Sequence[FoldPredictions]]) -> np.ndarray:
-    """The models' mean test probabilities, each model first averaged over its folds."""
-    return np.mean([average_test(folds) for folds in per_model.values()], axis=0).astype(np.float32)
+def load_ensemble(out_dir: str | Path) -> EnsemblePredictions:
+    """Read what the `ensemble` stage wrote."""
+    out_dir = Path(out_dir)
+    if not (out_dir / OOF_FILE).is_file():
+        raise MlicError("no ensemble predictions", path=out_dir, fix="run `dvc repro ensemble` (or `mlic ensemble`)")
+    with np.load(out_dir / OOF_FILE) as oof:
+        return EnsemblePredictions(oof["rows"], oof["folds"], oof["probs"], np.load(out_dir / TEST_FILE))

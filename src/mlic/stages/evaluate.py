@@ -9,13 +9,20 @@ import pandas as pd
 
 from mlic.config import Config
 from mlic.io import atomic_path, write_json
-from mlic.metrics import fbeta_samples, fold_prior_probs, mean_average_precision, per_class_table, summary_metrics
-from mlic.predictions import FoldPredictions, assemble_oof, ensemble_oof, load_all_folds
+from mlic.metrics import (
+    fbeta_samples,
+    fold_prior_probs,
+    mean_average_precision,
+    per_class_table,
+    summary_metrics,
+)
+from mlic.plots import plot_class_curves, plot_pr_curves, plot_threshold_curve
+from mlic.predictions import FoldPredictions, assemble_oof, load_all_folds, load_ensemble
 from mlic.prepared import load_prepared
 from mlic.thresholds import best_global_threshold, binarize, fit_thresholds, load_thresholds, threshold_grid
 
 METRICS_FILE, PER_CLASS_FILE, CURVE_FILE = "metrics.json", "per_class.csv", "threshold_curve.csv"
-CURVE_PNG = "threshold_curve.png"
+CURVE_PNG, CLASS_CURVES_PNG, PR_PNG = "threshold_curve.png", "class_threshold_curves.png", "pr_curves.png"
 
 
 def threshold_curve(labels: np.ndarray, probs: np.ndarray, base: np.ndarray, cfg: Config) -> pd.DataFrame:
@@ -29,24 +36,6 @@ def threshold_curve(labels: np.ndarray, probs: np.ndarray, base: np.ndarray, cfg
             "all_prior_baseline": [fbeta_samples(labels, binarize(base, g, t.min_labels), t.beta) for g in grid],
         }
     ).round(6)
-
-
-def plot_threshold_curve(curve: pd.DataFrame, ylabel: str, path: Path) -> None:
-    """PNG of the model's and the baseline's score against one shared threshold."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on servers and CI
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    ax.plot(curve["threshold"], curve["model"], label="model (out-of-fold)")
-    ax.plot(curve["threshold"], curve["all_prior_baseline"], "--", label="all-prior baseline")
-    ax.set(xlabel="shared threshold", ylabel=ylabel, ylim=(0, 1), title="Score vs threshold")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", bbox_inches="tight")
-    plt.close(fig)
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
@@ -70,18 +59,18 @@ def model_scores(per_model: dict[str, list[FoldPredictions]], labels: np.ndarray
 def main(cfg: Config) -> None:
     """Write `<evaluate.out_dir>/metrics.json`, `per_class.csv` and `threshold_curve.csv`."""
     prep = load_prepared(cfg.prepare.out_dir)
-    per_model = load_all_folds(cfg)
-    probs, covered = ensemble_oof(per_model, len(prep.train_ids))
-    labels, probs = prep.labels[covered], probs[covered]
-    base = fold_prior_probs(prep.labels, [f.val_rows for f in next(iter(per_model.values()))])[covered]
+    per_model, ens = load_all_folds(cfg), load_ensemble(cfg.ensemble.out_dir)
+    labels, probs = prep.labels[ens.rows], ens.oof
+    val_rows = [ens.rows[ens.folds == f] for f in np.unique(ens.folds)]
+    base = fold_prior_probs(prep.labels, val_rows)[ens.rows]
     t, out = cfg.thresholds, Path(cfg.evaluate.out_dir)
     thresholds = load_thresholds(t.out_file, prep.classes)
-    pred = binarize(probs, thresholds, t.min_labels)
-    base_pred = binarize(base, fit_thresholds(base, labels, t), t.min_labels)
+    pred = binarize(probs, thresholds, t.min_labels, t.max_labels)
+    base_pred = binarize(base, fit_thresholds(base, labels, t), t.min_labels, t.max_labels)
     metrics = {
         "oof": summary_metrics(labels, probs, pred, t.beta),
         "all_prior_baseline": summary_metrics(labels, base, base_pred, t.beta),
-        "oof_rows": int(covered.sum()),
+        "oof_rows": len(ens.rows),
         "threshold_method": t.method,
         "models": model_scores(per_model, prep.labels, cfg),
     }
@@ -91,6 +80,8 @@ def main(cfg: Config) -> None:
     curve = threshold_curve(labels, probs, base, cfg)
     write_csv(curve, out / CURVE_FILE)
     plot_threshold_curve(curve, f"F{t.beta:g} (samples)", out / CURVE_PNG)
+    plot_class_curves(labels, probs, thresholds, list(prep.classes), t.beta, out / CLASS_CURVES_PNG)
+    plot_pr_curves(labels, probs, list(prep.classes), out / PR_PNG)
     key = f"f{t.beta:g}_samples"
     print(
         f"evaluate: OOF {key} {metrics['oof'][key]:.4f} vs all-prior baseline {metrics['all_prior_baseline'][key]:.4f}"

@@ -1,0 +1,34 @@
+"""Stage `ensemble`: average each model's folds, blend the models (`ensemble.method`), write OOF and test."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mlic import predictions as files
+from mlic.config import Config, save_config
+from mlic.ensemble import blend
+from mlic.io import atomic_path, write_json
+from mlic.predictions import assemble_oof, average_test, load_all_folds
+from mlic.prepared import load_prepared
+
+
+def main(cfg: Config) -> None:
+    """Write `<ensemble.out_dir>/`: oof.npz (rows, folds, probs), test.npy, weights.json and config.yaml."""
+    prep = load_prepared(cfg.prepare.out_dir)
+    per_model = load_all_folds(cfg)
+    n_rows = len(prep.train_ids)
+    assembled = [assemble_oof(folds, n_rows) for folds in per_model.values()]
+    covered = np.logical_and.reduce([c for _, c in assembled])
+    rows = np.flatnonzero(covered)
+    fold_of_row = np.full(n_rows, -1)
+    for f in next(iter(per_model.values())):
+        fold_of_row[f.val_rows] = f.fold
+    oofs, tests = [p[rows] for p, _ in assembled], [average_test(folds) for folds in per_model.values()]
+    weights, oof, test = blend(cfg.ensemble.method, oofs, prep.labels[rows], tests)
+    with atomic_path(cfg.ensemble.out_dir, is_dir=True) as out:
+        np.savez(out / files.OOF_FILE, rows=rows, folds=fold_of_row[rows], probs=oof)
+        np.save(out / files.TEST_FILE, test)
+        write_json(out / "weights.json", {m: round(float(w), 6) for m, w in zip(per_model, weights, strict=True)})
+        save_config(cfg, out / files.CONFIG_FILE)
+    shares = ", ".join(f"{m} {w:.3f}" for m, w in zip(per_model, weights, strict=True))
+    print(f"ensemble ({cfg.ensemble.method}): {len(rows)} OOF rows, {len(test)} test rows; weights {shares}")
