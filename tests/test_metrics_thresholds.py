@@ -27,6 +27,8 @@ from mlic.thresholds import (
     fit_thresholds,
     nested_evaluation,
     regularise,
+    shared_threshold_scores,
+    threshold_grid,
 )
 
 
@@ -223,3 +225,12 @@ def test_fold_prior_probs_use_only_the_other_folds():
     labels = np.array([[1, 0], [1, 0], [0, 1], [0, 1]], dtype=np.uint8)
     probs = fold_prior_probs(labels, [np.array([0, 1]), np.array([2, 3])])
     assert probs.tolist() == [[0, 1], [0, 1], [1, 0], [1, 0]]
+
+
+@pytest.mark.parametrize("min_labels", [0, 1])
+def test_shared_threshold_scores_equal_one_metric_call_per_threshold(edge_cases, min_labels):
+    labels, probs = edge_cases  # ties on grid values, an empty row, a class without positives
+    grid = threshold_grid(0.01)
+    fast = shared_threshold_scores(probs, labels, grid, 2.0, min_labels)
+    slow = [fbeta_samples(labels, binarize(probs, t, min_labels)) for t in grid]
+    assert np.allclose(fast, slow, atol=1e-12)

@@ -70,12 +70,40 @@ def threshold_grid(step: float) -> np.ndarray:
     return np.round(np.arange(step, 1.0, step), 6)
 
 
+def shared_threshold_scores(
+    probs: np.ndarray, labels: np.ndarray, grid: np.ndarray, beta: float = 2.0, min_labels: int = 1
+) -> np.ndarray:
+    """Sample F-beta at every shared threshold of an increasing `grid`, in one O(N C) pass (min_labels <= 1).
+
+    Each probability falls in a grid bin; per row, a bincount of the bins of all labels and of the true ones,
+    summed from the top, gives the predicted and true-positive counts at every grid value at once. A row with
+    nothing predicted scores as its top class alone when `min_labels` is 1.
+    """
+    n, n_bins = len(probs), len(grid) + 1
+    bins = np.searchsorted(grid, probs, side="right")  # p >= grid[j] exactly when j < bins
+    index = (np.arange(n)[:, None] * n_bins + bins).ravel()
+    predicted = np.bincount(index, minlength=n * n_bins).reshape(n, n_bins)
+    true_pos = np.bincount(index, weights=labels.ravel().astype(np.float64), minlength=n * n_bins).reshape(n, n_bins)
+    predicted = np.cumsum(predicted[:, ::-1], axis=1)[:, ::-1][:, 1:]  # (n, len(grid)): count with bin > j
+    true_pos = np.cumsum(true_pos[:, ::-1], axis=1)[:, ::-1][:, 1:]
+    positives = labels.sum(axis=1, dtype=np.int64)[:, None]
+    scores = fbeta_from_counts(true_pos, predicted - true_pos, positives - true_pos, beta)
+    if min_labels == 1:
+        top_true = labels[np.arange(n), probs.argmax(axis=1)].astype(np.int64)[:, None]
+        top_only = fbeta_from_counts(top_true, 1 - top_true, positives - top_true, beta)
+        scores = np.where(predicted == 0, top_only, scores)
+    return scores.mean(axis=0)
+
+
 def best_global_threshold(
     probs: np.ndarray, labels: np.ndarray, beta: float = 2.0, min_labels: int = 1, step: float = 0.01
 ) -> tuple[float, float]:
     """The grid threshold shared by all classes with the best sample F-beta (ties: the lowest), and that score."""
     grid = threshold_grid(step)
-    scores = [fbeta_samples(labels, binarize(probs, t, min_labels), beta) for t in grid]
+    if min_labels <= 1:
+        scores = shared_threshold_scores(probs, labels, grid, beta, min_labels)
+    else:
+        scores = np.array([fbeta_samples(labels, binarize(probs, t, min_labels), beta) for t in grid])
     best = int(np.argmax(scores))
     return float(grid[best]), float(scores[best])
 
