@@ -77,7 +77,7 @@ def main() -> None:
         "metrics": metrics,
         "folds": fold_metrics,
         "thresholds": {
-            method: {"in_sample": r["in_sample"]["f2_samples"], "nested": r["nested"]["f2_samples"]}
+            method: {"in_sample": r["in_sample"]["f2_samples"], "nested": r["nested"].get("f2_samples")}
             for method, r in json.loads((workdir / params["thresholds"]["metrics_file"]).read_text()).items()
         },
     }

@@ -234,3 +234,9 @@ def test_shared_threshold_scores_equal_one_metric_call_per_threshold(edge_cases,
     fast = shared_threshold_scores(probs, labels, grid, 2.0, min_labels)
     slow = [fbeta_samples(labels, binarize(probs, t, min_labels)) for t in grid]
     assert np.allclose(fast, slow, atol=1e-12)
+
+
+def test_one_fold_gives_no_nested_score(noisy):
+    labels, probs = noisy
+    report = nested_evaluation(probs, labels, np.zeros(len(labels), int), ThresholdsConfig(), "global")
+    assert report.nested == {} and report.per_fold == {} and report.in_sample["f2_samples"] > 0

@@ -163,20 +163,21 @@ def fit_per_class_exact(probs: np.ndarray, labels: np.ndarray, cfg: ThresholdsCo
     Passes repeat until one raises the summed row F-beta by no more than 1e-9 (or `cfg.max_passes`). The search
     scores plain thresholding; `min_labels` top-up applies afterwards, in `binarize`.
     """
-    truth = labels.astype(bool)
     thresholds = fit_global(probs, labels, cfg).astype(np.float64)
-    orders = np.argsort(-probs, axis=0, kind="stable").astype(np.int32)  # sorted once, reused every pass
-    pred = probs >= thresholds
-    counts = _row_counts(truth, pred)
+    # Class-major copies: every step below reads one class's N values, which are then contiguous in memory
+    probs_t, truth_t = np.ascontiguousarray(probs.T), np.ascontiguousarray(labels.T.astype(bool))
+    orders = np.argsort(-probs_t, axis=1).astype(np.int32)  # sorted once, reused every pass; tie order is irrelevant
+    pred_t = probs_t >= thresholds[:, None]
+    counts = _row_counts(truth_t.T, pred_t.T)
     for n in range(cfg.max_passes):
         rise = 0.0
-        classes = tqdm(range(probs.shape[1]), f"thresholds pass {n + 1}", leave=False, disable=probs.shape[1] < 100)
+        classes = tqdm(range(len(probs_t)), f"thresholds pass {n + 1}", leave=False, disable=len(probs_t) < 100)
         for c in classes:
-            t, gain = best_cut(probs[:, c], truth[:, c], pred[:, c], counts, orders[:, c], cfg.beta)
+            t, gain = best_cut(probs_t[c], truth_t[c], pred_t[c], counts, orders[c], cfg.beta)
             if gain > 1e-12:
-                new = probs[:, c] >= t
-                counts = _move_counts(counts, truth[:, c], pred[:, c], new)
-                thresholds[c], pred[:, c], rise = t, new, rise + gain
+                new = probs_t[c] >= t
+                counts = _move_counts(counts, truth_t[c], pred_t[c], new)
+                thresholds[c], pred_t[c], rise = t, new, rise + gain
         if rise <= 1e-9:
             break
     return thresholds
@@ -284,6 +285,8 @@ def nested_evaluation(
     seconds = time.perf_counter() - start
     in_sample = summary_metrics(labels, probs, binarize(probs, thresholds, cfg.min_labels, cfg.max_labels), cfg.beta)
     held_out, per_fold = np.zeros_like(labels), {}
+    if len(np.unique(folds)) < 2:  # a single trained fold leaves nothing to fit on: no nested score
+        return MethodReport(thresholds, in_sample, {}, {}, round(seconds, 3))
     for fold in np.unique(folds):
         fit, score = folds != fold, folds == fold
         fold_thresholds = fit_thresholds(probs[fit], labels[fit], cfg, method)

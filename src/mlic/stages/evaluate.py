@@ -66,7 +66,8 @@ def main(cfg: Config) -> None:
     t, out = cfg.thresholds, Path(cfg.evaluate.out_dir)
     thresholds = load_thresholds(t.out_file, prep.classes)
     pred = binarize(probs, thresholds, t.min_labels, t.max_labels)
-    base_pred = binarize(base, fit_thresholds(base, labels, t), t.min_labels, t.max_labels)
+    # the baseline gets the exact per-class cuts whatever thresholds.method is (an optuna study here would be slow)
+    base_pred = binarize(base, fit_thresholds(base, labels, t, "per_class_exact"), t.min_labels, t.max_labels)
     metrics = {
         "oof": summary_metrics(labels, probs, pred, t.beta),
         "all_prior_baseline": summary_metrics(labels, base, base_pred, t.beta),

@@ -42,10 +42,11 @@ def main(cfg: Config) -> None:
             "max_labels": t.max_labels,
             "oof_rows": len(ens.rows),
             "oof_fbeta": chosen.in_sample[key],
-            "nested_fbeta": chosen.nested[key],
+            "nested_fbeta": chosen.nested.get(key),
             "thresholds": {c: float(np.round(v, 6)) for c, v in zip(prep.classes, chosen.thresholds, strict=True)},
         },
     )
     for method, r in reports.items():
-        print(f"thresholds {method}: F{t.beta:g} in-sample {r.in_sample[key]:.4f}, nested {r.nested[key]:.4f} "
+        nested = f"{r.nested[key]:.4f}" if r.nested else "n/a (one fold)"
+        print(f"thresholds {method}: F{t.beta:g} in-sample {r.in_sample[key]:.4f}, nested {nested} "
               f"(fit {r.seconds:.2f} s)" + (" <- used" if method == t.method else ""))  # fmt: skip
