@@ -74,11 +74,12 @@ def test_every_tta_preset_gives_distinct_same_shape_views(name):
 
 
 @pytest.mark.parametrize("name", THRESHOLD_METHODS.names())
-def test_every_threshold_method_returns_a_threshold_per_class(name):
+def test_every_threshold_method_returns_a_threshold_per_class(name, tmp_path):
     rng = np.random.default_rng(0)
     labels = (rng.random((60, NUM_CLASSES)) < 0.3).astype(np.uint8)
     probs = np.clip(labels * 0.6 + rng.random(labels.shape) * 0.4, 0, 1)
-    thresholds = fit_thresholds(probs, labels, ThresholdsConfig(method=name, grid_step=0.05))
+    cfg = ThresholdsConfig(method=name, grid_step=0.05, optuna_trials=5, optuna_storage=str(tmp_path / "o.db"))
+    thresholds = fit_thresholds(probs, labels, cfg)
     assert thresholds.shape == (NUM_CLASSES,) and ((thresholds > 0) & (thresholds < 1)).all()
 
 
