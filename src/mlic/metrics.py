@@ -26,11 +26,18 @@ def fbeta_per_row(y_true: np.ndarray, y_pred: np.ndarray, beta: float = 2.0) -> 
     Returns:
         (N,) float64 scores.
     """
-    y_true, y_pred = y_true.astype(bool), y_pred.astype(bool)
-    tp = (y_true & y_pred).sum(axis=1)
-    fp = (~y_true & y_pred).sum(axis=1)
-    fn = (y_true & ~y_pred).sum(axis=1)
-    return fbeta_from_counts(tp, fp, fn, beta)
+    return fbeta_from_counts(*confusion_counts(y_true, y_pred, axis=1), beta)
+
+
+def confusion_counts(y_true: np.ndarray, y_pred: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """True positives, false positives and false negatives summed along `axis` (1: per row, 0: per class)."""
+    t, p = y_true.astype(bool), y_pred.astype(bool)
+    return (t & p).sum(axis), (~t & p).sum(axis), (t & ~p).sum(axis)
+
+
+def safe_ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """Num / den, and 0 where den is 0 (sklearn's `zero_division=0`)."""
+    return np.where(den > 0, num / np.maximum(den, 1), 0.0)
 
 
 def fbeta_from_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, beta: float) -> np.ndarray:
@@ -90,14 +97,9 @@ def top_k_predictions(probs: np.ndarray, k: int = 3) -> np.ndarray:
 
 def precision_recall_f1(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     """CP, CR, CF1 (per class, macro-averaged), OP, OR, OF1 (overall, micro) and sklearn's macro F1 (mean of F1s)."""
-    t, p = y_true.astype(bool), y_pred.astype(bool)
-    tp, fp, fn = (t & p).sum(0), (~t & p).sum(0), (t & ~p).sum(0)
-    class_p = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 0.0)
-    class_r = np.where(tp + fn > 0, tp / np.maximum(tp + fn, 1), 0.0)
-    cp, cr = float(class_p.mean()), float(class_r.mean())
-    all_tp, all_fp, all_fn = int(tp.sum()), int(fp.sum()), int(fn.sum())
-    op = all_tp / (all_tp + all_fp) if all_tp + all_fp else 0.0
-    orec = all_tp / (all_tp + all_fn) if all_tp + all_fn else 0.0
+    tp, fp, fn = confusion_counts(y_true, y_pred, axis=0)
+    cp, cr = float(safe_ratio(tp, tp + fp).mean()), float(safe_ratio(tp, tp + fn).mean())
+    op, orec = float(safe_ratio(tp.sum(), tp.sum() + fp.sum())), float(safe_ratio(tp.sum(), tp.sum() + fn.sum()))
     return {
         "cp": cp,
         "cr": cr,
@@ -134,16 +136,14 @@ def per_class_table(
     y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str], beta: float = 2.0
 ) -> list[dict[str, float | int | str]]:
     """One row per class: support, precision, recall, F1 and F-beta of the thresholded predictions."""
-    t, p = y_true.astype(bool), y_pred.astype(bool)
-    tp, fp, fn = (t & p).sum(0), (~t & p).sum(0), (t & ~p).sum(0)
-    precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 0.0)
-    recall = np.where(tp + fn > 0, tp / np.maximum(tp + fn, 1), 0.0)
+    tp, fp, fn = confusion_counts(y_true, y_pred, axis=0)
+    precision, recall = safe_ratio(tp, tp + fp), safe_ratio(tp, tp + fn)
     f1 = fbeta_from_counts(tp, fp, fn, 1.0)
     fb = fbeta_from_counts(tp, fp, fn, beta)
     return [
         {
             "class": name,
-            "support": int(t[:, j].sum()),
+            "support": int(tp[j] + fn[j]),
             "precision": round(float(precision[j]), 6),
             "recall": round(float(recall[j]), 6),
             "f1": round(float(f1[j]), 6),

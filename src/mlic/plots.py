@@ -15,13 +15,19 @@ from mlic.thresholds import threshold_grid
 MAX_PANELS = 24  # per-class figures show the most frequent classes
 
 
-def plot_threshold_curve(curve: pd.DataFrame, ylabel: str, path: Path) -> None:
-    """PNG of the model's and the baseline's score against one shared threshold."""
+def _pyplot():
+    """matplotlib.pyplot on the Agg backend (no display on servers and CI), imported only when plotting."""
     import matplotlib
 
-    matplotlib.use("Agg")  # no display on servers and CI
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_threshold_curve(curve: pd.DataFrame, ylabel: str, path: Path) -> None:
+    """PNG of the model's and the baseline's score against one shared threshold."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     ax.plot(curve["threshold"], curve["model"], label="model (out-of-fold)")
     ax.plot(curve["threshold"], curve["all_prior_baseline"], "--", label="all-prior baseline")
@@ -35,11 +41,7 @@ def plot_threshold_curve(curve: pd.DataFrame, ylabel: str, path: Path) -> None:
 
 def _panels(labels: np.ndarray, classes: list[str]):
     """A figure with one small panel per class, for the MAX_PANELS most frequent classes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     shown = np.argsort(-labels.sum(0), kind="stable")[:MAX_PANELS]
     cols = min(6, len(shown))
     rows = int(np.ceil(len(shown) / cols))

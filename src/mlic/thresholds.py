@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from mlic.config import ThresholdsConfig
 from mlic.errors import MlicError
-from mlic.metrics import fbeta_from_counts, fbeta_samples, summary_metrics
+from mlic.metrics import confusion_counts, fbeta_from_counts, fbeta_samples, summary_metrics
 from mlic.registry import Registry
 
 ThresholdFitter = Callable[[np.ndarray, np.ndarray, ThresholdsConfig], np.ndarray]
@@ -115,11 +115,6 @@ def fit_global(probs: np.ndarray, labels: np.ndarray, cfg: ThresholdsConfig) -> 
     return np.full(probs.shape[1], threshold)
 
 
-def _row_counts(truth: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-row true positives, false positives and false negatives."""
-    return (truth & pred).sum(1), (~truth & pred).sum(1), (truth & ~pred).sum(1)
-
-
 def _move_counts(counts: tuple[np.ndarray, ...], y: np.ndarray, old: np.ndarray, new: np.ndarray) -> tuple:
     """Per-row (tp, fp, fn) after one class's predictions change from `old` to `new`."""
     tp, fp, fn = counts
@@ -168,7 +163,7 @@ def fit_per_class_exact(probs: np.ndarray, labels: np.ndarray, cfg: ThresholdsCo
     probs_t, truth_t = np.ascontiguousarray(probs.T), np.ascontiguousarray(labels.T.astype(bool))
     orders = np.argsort(-probs_t, axis=1).astype(np.int32)  # sorted once, reused every pass; tie order is irrelevant
     pred_t = probs_t >= thresholds[:, None]
-    counts = _row_counts(truth_t.T, pred_t.T)
+    counts = confusion_counts(truth_t, pred_t, axis=0)  # class-major: axis 0 sums over classes, per row
     for n in range(cfg.max_passes):
         rise = 0.0
         classes = tqdm(range(len(probs_t)), f"thresholds pass {n + 1}", leave=False, disable=len(probs_t) < 100)
