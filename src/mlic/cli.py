@@ -2,7 +2,7 @@
 
 Stages: sample, prepare, hog, folds, train --model M --fold N [--resume], ensemble, thresholds, submit, evaluate.
 Multi-GPU: torchrun --nproc_per_node N -m mlic.cli train --model M --fold N.
-Tools: check, validate-submission, score, download.
+Tools: check, validate-submission, score, download, predict, export-onnx.
 """
 
 from __future__ import annotations
@@ -66,6 +66,25 @@ def _download_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dest", type=Path, help="target folder (default: data/raw/<competition>)")
 
 
+def _predict_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("images", nargs="+", help="image files and/or folders of images")
+    p.add_argument("--run", type=Path, default=Path("."), help="project folder of a finished run (default: .)")
+    p.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV to write (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per batch (default: %(default)s)")
+    p.add_argument("--device", default="", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    p.add_argument(
+        "--skip-unreadable", action="store_true", help="leave unreadable images out, listed, instead of failing"
+    )
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", type=Path, default=Path("."), help="project folder of a finished run (default: .)")
+    p.add_argument("--model", help="entry of train.models to export (default: the first)")
+    p.add_argument("--fold", default="all", help="a trained fold id, or all to average the folds (default: all)")
+    p.add_argument("--out", type=Path, help="ONNX file to write (default: <model>_fold<fold>.onnx)")
+    p.add_argument("--opset", type=int, help="ONNX opset version (default: the exporter's)")
+
+
 # Tool name -> (function name in mlic.tools, help, arguments).
 TOOLS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = {
     "check": ("check", "scan a dataset and list every problem", _check_args),
@@ -76,6 +95,8 @@ TOOLS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = {
         "download competition files with the kaggle package, or say where to put them",
         _download_args,
     ),
+    "predict": ("predict", "predict tags of new images with a finished run's folds and thresholds", _predict_args),
+    "export-onnx": ("export_onnx", "export a trained model (its folds, TTA and normalisation) to ONNX", _export_args),
 }
 
 

@@ -33,6 +33,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from mlic.config import HogConfig
+
 HOG_TOLERANCE = 1e-6
 """Max abs difference from skimage.feature.hog that the tests enforce (the float32 cast alone gives ~3e-8)."""
 
@@ -344,3 +346,14 @@ def extract_hog(
         for done in pool.map(run, starts):
             bar.update(done)
     return features
+
+
+def hog_of_views(views: np.ndarray, cfg: HogConfig, desc: str = "hog") -> np.ndarray:
+    """HOG of image views as the `hog` stage computes them: (N, views, S, S, 3) uint8 -> (N, views, D) float16.
+
+    The `hog` stage runs it on the image caches, `mlic predict` on new images, so both see the same features.
+    """
+    params = HogParams(cfg.orientations, cfg.pixels_per_cell, cfg.cells_per_block)
+    flat = views.reshape(-1, *views.shape[2:])  # a view of a memory map: nothing is loaded here
+    vectors = extract_hog(flat, params, cfg.image_size, cfg.batch_size, cfg.num_workers, desc=desc)
+    return vectors.reshape(*views.shape[:2], -1)

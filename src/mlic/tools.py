@@ -1,4 +1,8 @@
-"""The `mlic` tools that are not pipeline stages: check a dataset, validate and score submissions, download."""
+"""The `mlic` tools that are not pipeline stages.
+
+They check a dataset, validate and score submissions, download, predict new images with a finished run, and export
+a model to ONNX.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from pathlib import Path
 
 from mlic.competitions import Competition, get_competition
 from mlic.config import Config
-from mlic.errors import DataProblems
+from mlic.errors import ConfigError, DataProblems
 
 
 def _competition(cfg: Config, competition: str | None) -> Competition:
@@ -65,3 +69,51 @@ def download(cfg: Config, competition: str, dest: Path | None) -> int:
 
     print(fetch(competition, dest or Path("data/raw") / competition))
     return 0
+
+
+def predict(
+    cfg: Config, run: Path, images: list[str], out: Path, batch_size: int, device: str, skip_unreadable: bool
+) -> int:
+    """Predict tags and per-class probabilities of image files with a finished run; write them as a CSV."""
+    import torch
+
+    from mlic.inference import collect_images, load_predictor, predict_files, predictions_frame, write_predictions
+    from mlic.run import open_run
+    from mlic.training import resolve_device
+
+    finished = open_run(run)
+    target = resolve_device(dataclasses.replace(finished.cfg.train, device=device)) if device else torch.device("cpu")
+    predictor = load_predictor(finished, target)
+    result = predict_files(predictor, collect_images(images), batch_size, skip_unreadable)
+    if result.skipped:
+        print(DataProblems(result.skipped, f"skipped {len(result.skipped)} unreadable image(s):"))
+    write_predictions(predictions_frame(result, predictor), out)
+    members = ", ".join(f"{m} x {len(folds)} folds" for m, folds in predictor.members.items())
+    print(f"predict: {len(result.paths)} image(s) with {members} on {target} -> {out}")
+    return 0
+
+
+def export_onnx(cfg: Config, run: Path, model: str | None, fold: str, out: Path | None, opset: int | None) -> int:
+    """Export one model of a finished run (one fold, or all folds averaged) to ONNX."""
+    import torch
+
+    from mlic.export import export_onnx as export
+    from mlic.inference import load_fold_model
+    from mlic.run import open_run
+
+    finished = open_run(run)
+    model = model or finished.cfg.train.models[0]
+    finished.cfg.model(model)
+    folds = list(finished.cfg.train.folds) if fold == "all" else [_fold_id(fold, finished.cfg)]
+    members = [load_fold_model(finished.fold_dir(model, f), torch.device("cpu")) for f in folds]
+    out = out or Path(f"{model}_fold{fold}.onnx")
+    exported = export(members, out, opset)
+    tta = members[0].cfg.train.tta
+    print(f"export-onnx: {model} folds {folds}, inputs {list(exported.inputs)}, TTA {tta} -> {out}")
+    return 0
+
+
+def _fold_id(fold: str, cfg: Config) -> int:
+    if not fold.isdigit() or int(fold) not in cfg.train.folds:
+        raise ConfigError(f"--fold {fold!r} is not a trained fold", fix=f"pass all or one of {list(cfg.train.folds)}")
+    return int(fold)

@@ -149,6 +149,7 @@ def predict(
     views: Sequence[Callable[[torch.Tensor], torch.Tensor]],
     inputs: Sequence[str] = ("image",),
     cached_views: int = 1,
+    progress: bool = True,
 ) -> np.ndarray:
     """Sigmoid probabilities (N, C) float32, averaged over test-time views.
 
@@ -158,7 +159,7 @@ def predict(
     model.to(rt.device).eval()
     views = views if "image" in inputs else views[:1]  # flipping an image changes nothing for a HOG-only model
     out = []
-    for batch in tqdm(loader, desc="predict", leave=False, mininterval=2.0):
+    for batch in tqdm(loader, desc="predict", leave=False, mininterval=2.0, disable=not progress):
         x = rt.inputs(batch)
         total = 0.0
         with rt.autocast():

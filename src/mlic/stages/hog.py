@@ -7,27 +7,18 @@ import numpy as np
 from mlic import features as files
 from mlic.config import Config, save_config
 from mlic.features import feature_stats
-from mlic.hog import HogParams, extract_hog
+from mlic.hog import hog_of_views
 from mlic.io import atomic_path
 from mlic.prepared import load_prepared
-
-
-def hog_of_cache(cache: np.ndarray, cfg: Config, desc: str) -> np.ndarray:
-    """(N, views, S, S, 3) uint8 cache -> (N, views, D) float16 HOG."""
-    h = cfg.hog
-    params = HogParams(h.orientations, h.pixels_per_cell, h.cells_per_block)
-    flat = cache.reshape(-1, *cache.shape[2:])  # a view of the memory map, nothing is loaded
-    vectors = extract_hog(flat, params, h.image_size, h.batch_size, h.num_workers, desc=desc)
-    return vectors.reshape(*cache.shape[:2], -1)
 
 
 def main(cfg: Config) -> None:
     """Write `<hog.out_dir>/`: train and test HOG arrays, the training-set mean and std, the resolved config."""
     prep = load_prepared(cfg.prepare.out_dir)
     with atomic_path(cfg.hog.out_dir, is_dir=True) as out:
-        train = hog_of_cache(prep.train_images, cfg, "hog train")
+        train = hog_of_views(prep.train_images, cfg.hog, "hog train")
         np.save(out / files.TRAIN_HOG, train)
-        np.save(out / files.TEST_HOG, hog_of_cache(prep.test_images, cfg, "hog test"))
+        np.save(out / files.TEST_HOG, hog_of_views(prep.test_images, cfg.hog, "hog test"))
         mean, std = feature_stats(train)
         np.savez(out / files.STATS_FILE, mean=mean, std=std)
         save_config(cfg, out / "config.yaml")

@@ -153,12 +153,27 @@ def log_record(live: Live, record: dict[str, float]) -> None:
     live.next_step()
 
 
+def checkpoint_state(cfg: Config, model: str, fold: int, data: FoldData, engine: Engine) -> dict:
+    """Everything `mlic predict` and `mlic export-onnx` need from a fold, with no other file of the run.
+
+    That is the weights used for prediction, the classes, the resolved config and the input normalisation.
+    """
+    hog = {"hog_mean": torch.from_numpy(data.hog.mean), "hog_std": torch.from_numpy(data.hog.std)} if data.hog else {}
+    return {
+        "state_dict": engine.eval_model.state_dict(),
+        "model": model,
+        "fold": fold,
+        "classes": data.prep.classes,
+        "config": cfg.to_dict(),
+        "normalisation": {"mean": list(data.prep.mean), "std": list(data.prep.std), **hog},
+    }
+
+
 def write_fold(cfg: Config, model: str, fold: int, data: FoldData, outputs: dict, live_dir: Path) -> float:
     """Write the fold's directory atomically: checkpoint, OOF and test probabilities, config, curves, metrics."""
     engine, oof, test = outputs["engine"], outputs["oof"], outputs["test"]
     with atomic_path(cfg.fold_dir(model, fold), is_dir=True) as out:
-        state = {"state_dict": engine.eval_model.state_dict(), "classes": data.prep.classes, "config": cfg.to_dict()}
-        torch.save(state, out / files.CHECKPOINT)
+        torch.save(checkpoint_state(cfg, model, fold, data, engine), out / files.CHECKPOINT)
         np.savez(out / files.OOF_FILE, rows=data.val_rows, probs=oof)
         np.save(out / files.TEST_FILE, test)
         save_config(cfg, out / files.CONFIG_FILE)

@@ -1,0 +1,114 @@
+"""A pipeline run, opened from its project folder: its config, and each stage's outputs read by path from params.
+
+Notebooks, `mlic predict` and `mlic export-onnx` open a run this way, from any working directory:
+
+    run = open_run("..")                  # the folder where `dvc repro` ran
+    prep, ens = run.prepared(), run.ensemble()
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mlic.config import DEFAULT_PARAMS, Config, load_config
+from mlic.errors import MlicError
+from mlic.predictions import EnsemblePredictions, FoldPredictions, load_ensemble, load_fold_predictions
+from mlic.prepared import Prepared, load_folds, load_prepared
+
+FOLD_METRICS_FILE = "metrics.json"  # written by `train` in each fold directory
+
+
+@dataclass(frozen=True)
+class Run:
+    """A project folder and its params; every path in the params is relative to `root`."""
+
+    root: Path
+    cfg: Config
+
+    def path(self, relative: str | Path) -> Path:
+        """A path from params.yaml, resolved against the project folder (absolute paths stay as they are)."""
+        return self.root / relative
+
+    def fold_dir(self, model: str, fold: int) -> Path:
+        """The `train` output folder of one model and fold."""
+        return self.path(self.cfg.fold_dir(model, fold))
+
+    def prepared(self) -> Prepared:
+        """The `prepare` outputs (label matrix, ids, memory-mapped image caches, channel stats)."""
+        return load_prepared(self.path(self.cfg.prepare.out_dir))
+
+    def folds(self, prep: Prepared | None = None) -> np.ndarray:
+        """The fold of every training row."""
+        prep = prep or self.prepared()
+        return load_folds(self.path(self.cfg.folds.out_file), prep.train_ids)
+
+    def fold_predictions(self) -> dict[str, list[FoldPredictions]]:
+        """Every trained model's per-fold OOF and test probabilities, as the `ensemble` stage reads them."""
+        return {
+            m: [load_fold_predictions(self.fold_dir(m, f), f, m) for f in self.cfg.train.folds]
+            for m in self.cfg.train.models
+        }
+
+    def ensemble(self) -> EnsemblePredictions:
+        """The blended OOF and test probabilities."""
+        return load_ensemble(self.path(self.cfg.ensemble.out_dir))
+
+    def ensemble_weights(self) -> dict[str, float]:
+        """The weight of each model in the blend, as the `ensemble` stage chose them."""
+        return read_json(self.path(self.cfg.ensemble.out_dir) / "weights.json")
+
+    def thresholds_file(self) -> dict:
+        """The `thresholds` stage's output: method, label limits and the per-class thresholds."""
+        return read_json(self.path(self.cfg.thresholds.out_file))
+
+    def threshold_reports(self) -> dict:
+        """In-sample, nested and per-fold scores of every threshold method compared (`thresholds.metrics_file`)."""
+        return read_json(self.path(self.cfg.thresholds.metrics_file))
+
+    def metrics(self) -> dict:
+        """The `evaluate` stage's metrics (`<evaluate.out_dir>/metrics.json`)."""
+        return read_json(self.path(self.cfg.evaluate.out_dir) / "metrics.json")
+
+    def fold_metrics(self) -> pd.DataFrame:
+        """One row per trained (model, fold): epochs, best epoch, validation F-beta and mAP with TTA."""
+        t = self.cfg.train
+        return pd.DataFrame([read_json(self.fold_dir(m, f) / FOLD_METRICS_FILE) for m in t.models for f in t.folds])
+
+    def training_curves(self, model: str, fold: int) -> pd.DataFrame:
+        """One row per epoch of one fold's training: the DVCLive metrics (train loss, validation F-beta, LR...)."""
+        metrics_dir = self.fold_dir(model, fold) / "live" / "plots" / "metrics"
+        frames = [
+            pd.read_csv(tsv, sep="\t").set_index("step")[[tsv.stem]] for tsv in sorted(metrics_dir.rglob("*.tsv"))
+        ]
+        if not frames:
+            raise MlicError("no training curves", path=metrics_dir, fix=f"rerun `dvc repro train@{model}-{fold}`")
+        curves = pd.concat(frames, axis=1).reset_index()
+        return curves.assign(step=curves["step"] + 1).rename(columns={"step": "epoch"})  # DVCLive steps count from 0
+
+
+def read_json(path: Path) -> dict:
+    """A JSON output of the pipeline, or an error saying which stage writes it."""
+    if not path.is_file():
+        raise MlicError("pipeline output not found", path=path, fix="run `dvc repro` in the project folder first")
+    return json.loads(path.read_text())
+
+
+def open_run(root: str | Path = ".", params: str = DEFAULT_PARAMS) -> Run:
+    """Open the project folder `root`, where `dvc repro` ran, with its `params` file.
+
+    Raises:
+        MlicError: If the folder holds no params file.
+    """
+    root = Path(root).expanduser().resolve()
+    if not (root / params).is_file():
+        raise MlicError(
+            f"no {params} here: not an mlic project folder",
+            path=root,
+            fix="pass the folder where `dvc repro` ran (it holds params.yaml and dvc.yaml)",
+        )
+    return Run(root, load_config(root / params))

@@ -1,0 +1,68 @@
+"""A finished pipeline run in a temporary git + DVC project: tiny sample, two models (baseline and hourglass).
+
+Notebooks, the report, `mlic predict` and `mlic export-onnx` are tested against it. It also holds one DVC
+experiment, so that the comparison notebook has `dvc exp show` rows to show.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY_RUN = {
+    "sample": {"n_train": 120, "n_test": 30, "image_size": 32},
+    "prepare": {"image_size": 32},
+    "hog": {"image_size": 32},
+    "folds": {"n_splits": 2},
+    "models": {"baseline": {"extra_filters": 16}, "hourglass": {"feature_indices": [2, 3, 4]}},
+    "train": {"models": ["baseline", "hourglass"], "folds": [0, 1], "epochs": 2, "batch_size": 32},
+    "thresholds": {"grid_step": 0.05, "optuna_trials": 10},
+}
+
+
+def merge(base: dict, override: dict) -> dict:
+    """`base` with `override`'s keys replaced, recursively."""
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = merge(base[key], value) if isinstance(value, dict) and key in base else value
+    return merged
+
+
+def tool_env() -> dict[str, str]:
+    """The environment with this interpreter's bin folder (dvc, mlic) first on PATH."""
+    bin_dir = str(Path(sys.executable).parent)
+    return {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+
+
+def run_tool(project: Path, *args: str) -> str:
+    """Run a command in the project; fail with its output when it fails."""
+    result = subprocess.run(list(args), cwd=project, env=tool_env(), capture_output=True, text=True)
+    assert result.returncode == 0, f"{args}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+def build_finished_run(root: Path) -> Path:
+    """Copy the pipeline into `root`, run it on the tiny sample with git + DVC, then one experiment."""
+    shutil.copy(REPO / "dvc.yaml", root)
+    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    (root / "params.yaml").write_text(yaml.safe_dump(merge(params, TINY_RUN), sort_keys=False))
+    run_tool(root, "git", "init", "-q")
+    run_tool(root, "git", "config", "user.email", "ci@mlic.invalid")
+    run_tool(root, "git", "config", "user.name", "mlic ci")
+    run_tool(root, "dvc", "init", "-q")
+    run_tool(root, "git", "add", "-A")
+    run_tool(root, "git", "commit", "-q", "-m", "tiny run")
+    run_tool(root, "dvc", "repro")
+    run_tool(root, "git", "add", "-A")
+    run_tool(root, "git", "commit", "-q", "-m", "tiny run outputs")
+    # an experiment that reruns only thresholds, submit and evaluate (seconds), kept in the workspace
+    run_tool(root, "dvc", "exp", "run", "-q", "-n", "shrink-4", "-S", "thresholds.shrink=4.0")
+    return root
