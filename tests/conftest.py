@@ -28,3 +28,14 @@ def sample_competition(tmp_path_factory) -> Path:
     cfg = config_from_dict({"sample": {"out_dir": str(root), "n_train": 40, "n_test": 12, "image_size": 32}})
     sample.main(cfg)
     return root
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory) -> Path:
+    """A finished `dvc repro` on a tiny sample with baseline and hourglass, plus one DVC experiment (about 1 min).
+
+    See tests/finished_run.py. Tests must not modify it.
+    """
+    from finished_run import build_finished_run
+
+    return build_finished_run(tmp_path_factory.mktemp("finished_run"))
