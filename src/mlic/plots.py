@@ -87,3 +87,131 @@ def _save(fig, plt, path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
+
+
+# Figures for the notebooks and the report: each returns the matplotlib figure; `save_figure` writes a PNG.
+
+
+def save_figure(fig, path: Path) -> None:
+    """Write a figure as PNG atomically and release it."""
+    _save(fig, _pyplot(), path)
+
+
+def label_frequency_figure(freq: pd.DataFrame):
+    """Horizontal bars: positives per class (a `explore.label_frequencies` table), top MAX_PANELS * 2 classes."""
+    plt = _pyplot()
+    shown = freq.head(MAX_PANELS * 2).iloc[::-1]
+    fig, ax = plt.subplots(figsize=(6, 0.22 * len(shown) + 1), dpi=90)
+    ax.barh(shown["class"], shown["count"])
+    ax.set(xlabel="training images with the label", title=f"label frequencies ({len(freq)} labels)")
+    ax.tick_params(axis="y", labelsize=7)
+    return fig
+
+
+def cooccurrence_figure(matrix: pd.DataFrame):
+    """Heatmap of P(column label | row label) (a `explore.cooccurrence` table), for the first MAX_PANELS * 2."""
+    plt = _pyplot()
+    shown = matrix.iloc[: MAX_PANELS * 2, : MAX_PANELS * 2]
+    fig, ax = plt.subplots(figsize=(7, 6), dpi=90)
+    image = ax.imshow(shown.to_numpy(), cmap="viridis", vmin=0, vmax=1)
+    ax.set_xticks(range(len(shown.columns)), shown.columns, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(shown.index)), shown.index, fontsize=7)
+    ax.set_title("P(column label | row label)")
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    return fig
+
+
+def image_grid_figure(images: np.ndarray, rows_per_class: list[np.ndarray], classes: list[str], max_classes: int = 12):
+    """A grid with one line of example images per class (first view of the cache), for up to `max_classes`."""
+    plt = _pyplot()
+    lines = [(name, rows) for name, rows in zip(classes, rows_per_class, strict=True) if len(rows)][:max_classes]
+    cols = max(len(rows) for _, rows in lines)
+    fig, axes = plt.subplots(len(lines), cols, figsize=(1.4 * cols + 1, 1.4 * len(lines)), dpi=80, squeeze=False)
+    for (name, rows), line in zip(lines, axes, strict=True):
+        for ax in line:
+            ax.axis("off")
+        for row, ax in zip(rows, line, strict=False):
+            ax.imshow(images[row, 0])
+        line[0].set_title(name, fontsize=8, loc="left")
+    fig.tight_layout()
+    return fig
+
+
+def fold_distribution_figure(dist: pd.DataFrame):
+    """Grouped bars: each fold's share of every label (an `explore.fold_label_distribution` table)."""
+    plt = _pyplot()
+    shown = dist.iloc[:, : MAX_PANELS * 2]
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * shown.shape[1]), 3.5), dpi=90)
+    width = 0.8 / len(shown)
+    for i, (name, values) in enumerate(shown.iterrows()):
+        ax.bar(np.arange(shown.shape[1]) + i * width, values.to_numpy(), width, label=name)
+    ax.set_xticks(np.arange(shown.shape[1]) + 0.4 - width / 2, shown.columns, rotation=90, fontsize=7)
+    ax.set(ylabel="share of rows", title="label share per fold (stratified: equal bars)")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def class_spread_figure(table: pd.DataFrame, beta: float):
+    """Per-class F-beta across folds: the mean with a +-std bar (an `explore.per_class_fold_scores` table)."""
+    plt = _pyplot()
+    shown = table.head(MAX_PANELS * 2).iloc[::-1]
+    fig, ax = plt.subplots(figsize=(6, 0.22 * len(shown) + 1), dpi=90)
+    ax.barh(shown.index, shown["mean"], xerr=shown["std"], capsize=2)
+    ax.set(xlim=(0, 1), xlabel=f"F{beta:g} (mean over folds, bar: std)", title="per-class score across folds")
+    ax.tick_params(axis="y", labelsize=7)
+    return fig
+
+
+def training_curves_figure(curves: dict[str, pd.DataFrame], beta: float):
+    """Train loss and validation F-beta per epoch, one line per `model fold k` (tables of `Run.training_curves`)."""
+    plt = _pyplot()
+    fig, (loss_ax, score_ax) = plt.subplots(1, 2, figsize=(10, 3.5), dpi=90)
+    for name, frame in curves.items():
+        loss_ax.plot(frame["epoch"], frame["train_loss"], marker=".", label=name)
+        score_ax.plot(frame["epoch"], frame[f"val_f{beta:g}"], marker=".", label=name)
+    loss_ax.set(xlabel="epoch", ylabel="train loss", title="training loss")
+    score_ax.set(xlabel="epoch", ylabel=f"validation F{beta:g}", title="validation score (no TTA)")
+    for ax in (loss_ax, score_ax):
+        ax.grid(alpha=0.3)
+    score_ax.legend(fontsize=7)
+    return fig
+
+
+def error_gallery_figure(images: np.ndarray, errors: pd.DataFrame, true_tags: list[str], probs: np.ndarray,
+                         classes: list[str], title: str):  # fmt: skip
+    """One panel per mistake (an `explore.worst_errors` table): image, label probability, true tags, top labels.
+
+    `images`, `true_tags` and `probs` are indexed by the table's rows.
+    """
+    plt = _pyplot()
+    cols = min(4, max(1, len(errors)))
+    lines = int(np.ceil(max(1, len(errors)) / cols))
+    fig, axes = plt.subplots(lines, cols, figsize=(3.2 * cols, 3.6 * lines), dpi=80, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, err in zip(axes.flat, errors.itertuples(), strict=False):
+        top = np.argsort(-probs[err.row])[:3]
+        ax.imshow(images[err.row, 0])
+        ax.set_title(f"{err[2]}: p={err.prob:.2f} (t={err.threshold:.2f})\ntrue: {true_tags[err.row]}\n"
+                     + ", ".join(f"{classes[c]} {probs[err.row, c]:.2f}" for c in top), fontsize=7)  # fmt: skip
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def label_maps_figure(images: np.ndarray, maps: np.ndarray, classes: list[str], probs: np.ndarray, per_image: int = 3):
+    """Each image, then its `per_image` most probable labels' maps overlaid (from `explore.hourglass_label_maps`)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(images), per_image + 1, figsize=(2.2 * (per_image + 1), 2.3 * len(images)), dpi=80,
+                             squeeze=False)  # fmt: skip
+    for image, image_maps, p, line in zip(images, maps, probs, axes, strict=True):
+        line[0].imshow(image)
+        line[0].set_title("image", fontsize=8)
+        for c, ax in zip(np.argsort(-p)[:per_image], line[1:], strict=True):
+            ax.imshow(image)
+            ax.imshow(image_maps[c], cmap="jet", alpha=0.5, vmin=0, vmax=1)
+            ax.set_title(f"{classes[c]} p={p[c]:.2f}", fontsize=8)
+        for ax in line:
+            ax.axis("off")
+    fig.tight_layout()
+    return fig

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 
 from mlic.config import Config
-from mlic.io import atomic_path, write_json
+from mlic.explore import per_class_fold_scores
+from mlic.io import atomic_path, write_json, write_text
 from mlic.metrics import (
     fbeta_samples,
     fold_prior_probs,
@@ -16,13 +17,30 @@ from mlic.metrics import (
     per_class_table,
     summary_metrics,
 )
-from mlic.plots import plot_class_curves, plot_pr_curves, plot_threshold_curve
-from mlic.predictions import FoldPredictions, assemble_oof, load_all_folds, load_ensemble
+from mlic.plots import (
+    class_spread_figure,
+    plot_class_curves,
+    plot_pr_curves,
+    plot_threshold_curve,
+    save_figure,
+    training_curves_figure,
+)
+from mlic.predictions import EnsemblePredictions, FoldPredictions, assemble_oof, load_all_folds, load_ensemble
 from mlic.prepared import load_prepared
+from mlic.report import (
+    classes_section,
+    figures_section,
+    metrics_section,
+    models_section,
+    render_report,
+    thresholds_section,
+)
+from mlic.run import Run
 from mlic.thresholds import best_global_threshold, binarize, fit_thresholds, load_thresholds, threshold_grid
 
 METRICS_FILE, PER_CLASS_FILE, CURVE_FILE = "metrics.json", "per_class.csv", "threshold_curve.csv"
 CURVE_PNG, CLASS_CURVES_PNG, PR_PNG = "threshold_curve.png", "class_threshold_curves.png", "pr_curves.png"
+TRAINING_PNG, SPREAD_PNG, REPORT_FILE = "training_curves.png", "class_spread.png", "report.md"
 
 
 def threshold_curve(labels: np.ndarray, probs: np.ndarray, base: np.ndarray, cfg: Config) -> pd.DataFrame:
@@ -56,8 +74,37 @@ def model_scores(per_model: dict[str, list[FoldPredictions]], labels: np.ndarray
     return scores
 
 
+def write_report(cfg: Config, metrics: dict, table: pd.DataFrame, labels: np.ndarray, ens_folds: list) -> None:
+    """Write `report.md` and the figures it shows that no other output draws (training curves, class spread)."""
+    run, out, beta = Run(Path.cwd(), cfg), Path(cfg.evaluate.out_dir), cfg.thresholds.beta
+    curves = {f"{m} fold {f}": run.training_curves(m, f) for m in cfg.train.models for f in cfg.train.folds}
+    save_figure(training_curves_figure(curves, beta), out / TRAINING_PNG)
+    spread = per_class_fold_scores(labels, ens_folds, table["threshold"].to_numpy(), list(table["class"]), beta)
+    save_figure(class_spread_figure(spread, beta), out / SPREAD_PNG)
+    sections = [
+        metrics_section(metrics, beta),
+        models_section(metrics, run.ensemble_weights(), run.fold_metrics(), beta),
+        thresholds_section(run.threshold_reports(), cfg.thresholds.method, beta),
+        classes_section(table),
+        figures_section([
+            ("Training curves", TRAINING_PNG),
+            ("Score against one shared threshold", CURVE_PNG),
+            ("Per-class score against its threshold", CLASS_CURVES_PNG),
+            ("Per-class score across folds (ensemble OOF)", SPREAD_PNG),
+            ("Precision-recall per class", PR_PNG),
+        ]),
+    ]  # fmt: skip
+    write_text(out / REPORT_FILE, render_report(cfg, sections, metrics["oof_rows"]))
+
+
+def ensemble_folds(ens: EnsemblePredictions) -> list[FoldPredictions]:
+    """The blended OOF probabilities split back into folds (row indices into the prepared label matrix)."""
+    masks = {int(f): ens.folds == f for f in np.unique(ens.folds)}
+    return [FoldPredictions(f, ens.rows[mask], ens.oof[mask], ens.test) for f, mask in masks.items()]
+
+
 def main(cfg: Config) -> None:
-    """Write `<evaluate.out_dir>/metrics.json`, `per_class.csv` and `threshold_curve.csv`."""
+    """Write `<evaluate.out_dir>/`: metrics.json, per_class.csv, threshold_curve.csv, the PNGs and report.md."""
     prep = load_prepared(cfg.prepare.out_dir)
     per_model, ens = load_all_folds(cfg), load_ensemble(cfg.ensemble.out_dir)
     labels, probs = prep.labels[ens.rows], ens.oof
@@ -83,6 +130,7 @@ def main(cfg: Config) -> None:
     plot_threshold_curve(curve, f"F{t.beta:g} (samples)", out / CURVE_PNG)
     plot_class_curves(labels, probs, thresholds, list(prep.classes), t.beta, out / CLASS_CURVES_PNG)
     plot_pr_curves(labels, probs, list(prep.classes), out / PR_PNG)
+    write_report(cfg, metrics, table, prep.labels, ensemble_folds(ens))
     key = f"f{t.beta:g}_samples"
     print(
         f"evaluate: OOF {key} {metrics['oof'][key]:.4f} vs all-prior baseline {metrics['all_prior_baseline'][key]:.4f}"
