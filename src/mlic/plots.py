@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,8 @@ def _pyplot():
     """matplotlib.pyplot on the Agg backend (no display on servers and CI), imported only when plotting."""
     import matplotlib
 
-    matplotlib.use("Agg")
+    if "ipykernel" not in sys.modules:  # notebooks keep their inline backend, so figures show in the cell
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from mlic.compare import models_table, threshold_methods_table
 from mlic.config import Config
 
 SUMMARY_KEYS = {
@@ -39,12 +40,10 @@ def metrics_section(metrics: dict, beta: float) -> str:
 
 def models_section(metrics: dict, weights: dict[str, float], folds: pd.DataFrame, beta: float) -> str:
     """Each model's own OOF score and blend weight, then each fold's validation scores with TTA."""
-    models = pd.DataFrame(metrics["models"]).T.assign(ensemble_weight=pd.Series(weights))
-    models.index.name = "model"
     fold_cols = ["model", "fold", "epochs_run", "best_epoch", "final_train_loss", f"val_f{beta:g}_tta", "val_map_tta"]
     return (
-        "## Models and folds\n\nEach model alone (OOF, best shared threshold) and its weight in the blend:\n\n"
-        + _table(models)
+        "## Models and folds\n\nEach model alone (OOF, best shared threshold), its weight, and the blend:\n\n"
+        + _table(models_table(metrics, weights, beta))
         + "\n\nEach fold (validation rows, with TTA, best shared threshold):\n\n"
         + _table(folds[[c for c in fold_cols if c in folds]], index=False)
     )
@@ -52,16 +51,9 @@ def models_section(metrics: dict, weights: dict[str, float], folds: pd.DataFrame
 
 def thresholds_section(reports: dict, used: str, beta: float) -> str:
     """Every threshold method compared: in-sample and nested (fit on k-1 folds, scored on the other) F-beta."""
-    key = f"f{beta:g}_samples"
-    rows = [
-        {"method": name + (" (used)" if name == used else ""), f"in-sample F{beta:g}": r["in_sample"][key],
-         f"nested F{beta:g}": r["nested"].get(key, float("nan")), "map": r["in_sample"]["map"],
-         "fit seconds": r["fit_seconds"]}
-        for name, r in reports.items()
-    ]  # fmt: skip
     return (
         "## Threshold methods\n\nNested scores are the honest ones: thresholds fitted on the other folds.\n\n"
-        + _table(pd.DataFrame(rows), index=False)
+        + _table(threshold_methods_table(reports, used, beta))
     )
 
 
