@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export DVC_NO_ANALYTICS := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install repro test test-fast lint format clean
+.PHONY: install repro test test-fast lint format clean clean-notebooks
 
 # Exact pins from requirements.txt, installed once per requirements change (torch alone is several GB).
 $(VENV)/.requirements.stamp: requirements.txt
@@ -36,6 +36,10 @@ lint: install
 format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# Notebooks are committed without outputs (tests/test_notebooks.py checks it); run this before committing one.
+clean-notebooks: install
+	$(BIN)/nbstripout notebooks/*.ipynb
 
 clean:
 	rm -rf data/raw/sample data/processed data/interim reports submissions/*.csv

@@ -188,7 +188,7 @@ def error_gallery_figure(images: np.ndarray, errors: pd.DataFrame, true_tags: li
     plt = _pyplot()
     cols = min(4, max(1, len(errors)))
     lines = int(np.ceil(max(1, len(errors)) / cols))
-    fig, axes = plt.subplots(lines, cols, figsize=(3.2 * cols, 3.6 * lines), dpi=80, squeeze=False)
+    fig, axes = plt.subplots(lines, cols, figsize=(3.2 * cols, 4.0 * lines), dpi=80, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, err in zip(axes.flat, errors.itertuples(), strict=False):
@@ -202,7 +202,10 @@ def error_gallery_figure(images: np.ndarray, errors: pd.DataFrame, true_tags: li
 
 
 def label_maps_figure(images: np.ndarray, maps: np.ndarray, classes: list[str], probs: np.ndarray, per_image: int = 3):
-    """Each image, then its `per_image` most probable labels' maps overlaid (from `explore.hourglass_label_maps`)."""
+    """Each image, then its `per_image` most probable labels' maps overlaid (from `explore.hourglass_label_maps`).
+
+    Each map's colours span its own range (given in the title), so they show where a label is seen.
+    """
     plt = _pyplot()
     fig, axes = plt.subplots(len(images), per_image + 1, figsize=(2.2 * (per_image + 1), 2.3 * len(images)), dpi=80,
                              squeeze=False)  # fmt: skip
@@ -211,8 +214,10 @@ def label_maps_figure(images: np.ndarray, maps: np.ndarray, classes: list[str], 
         line[0].set_title("image", fontsize=8)
         for c, ax in zip(np.argsort(-p)[:per_image], line[1:], strict=True):
             ax.imshow(image)
-            ax.imshow(image_maps[c], cmap="jet", alpha=0.5, vmin=0, vmax=1)
-            ax.set_title(f"{classes[c]} p={p[c]:.2f}", fontsize=8)
+            ax.imshow(image_maps[c], cmap="jet", alpha=0.5)  # scaled per map: where, not how much
+            ax.set_title(
+                f"{classes[c]} p={p[c]:.2f}\nmap {image_maps[c].min():.2f}-{image_maps[c].max():.2f}", fontsize=7
+            )
         for ax in line:
             ax.axis("off")
     fig.tight_layout()
