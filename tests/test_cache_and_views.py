@@ -54,3 +54,17 @@ def test_predict_averages_cached_views_per_row():
     probs = predict(MeanOfImage(), loader, rt, [lambda x: x], cached_views=3)
     expected = (torch.sigmoid(torch.tensor(1.0)) + 2 * torch.sigmoid(torch.tensor(0.0))) / 3
     assert probs.shape == (2, 1) and np.isclose(probs[0, 0], expected) and np.isclose(probs[1, 0], 0.5)
+
+
+def test_predict_cuts_the_crops_prepare_cached_whatever_the_file_order(sample_competition, tmp_path):
+    """Crop positions depend on the seed and the file name only, so `mlic predict` matches the cache in any order."""
+    from mlic.config import PrepareConfig
+    from mlic.inference import decode_views
+
+    paths = sorted((sample_competition / "test-jpg").glob("*.jpg"))
+    build_image_cache(paths, 32, tmp_path / "cache.npy", crops=2, crop_scale=0.75, seed=3)
+    cache = np.load(tmp_path / "cache.npy")
+    prep = PrepareConfig(image_size=32, crop_views=2, crop_scale=0.75, seed=3)
+    views = decode_views(paths[::-1], prep, workers=2)[::-1]
+    np.testing.assert_array_equal(np.stack(views), cache)
+    assert not np.array_equal(cache[:, 1], cache[:, 2])  # the two crops of an image differ

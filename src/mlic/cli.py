@@ -66,9 +66,12 @@ def _download_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dest", type=Path, help="target folder (default: data/raw/<competition>)")
 
 
+RUN_HELP = "project folder of a finished run, whose params.yaml is read (default: .)"
+
+
 def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", help="image files and/or folders of images")
-    p.add_argument("--run", type=Path, default=Path("."), help="project folder of a finished run (default: .)")
+    p.add_argument("--run", type=Path, default=Path("."), help=RUN_HELP)
     p.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV to write (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=64, help="images per batch (default: %(default)s)")
     p.add_argument("--device", default="", help="cpu, cuda, cuda:N or auto (default: cpu)")
@@ -78,7 +81,7 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
 
 
 def _export_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run", type=Path, default=Path("."), help="project folder of a finished run (default: .)")
+    p.add_argument("--run", type=Path, default=Path("."), help=RUN_HELP)
     p.add_argument("--model", help="entry of train.models to export (default: the first)")
     p.add_argument("--fold", default="all", help="a trained fold id, or all to average the folds (default: all)")
     p.add_argument("--out", type=Path, help="ONNX file to write (default: <model>_fold<fold>.onnx)")

@@ -23,7 +23,10 @@ from mlic.training import forward
 
 
 class ExportedModel(nn.Module):
-    """Folds of one model behind the pipeline's input normalisation and TTA: uint8 NHWC images -> probabilities."""
+    """Folds of one model behind the pipeline's input normalisation and TTA: uint8 NHWC images -> probabilities.
+
+    The fold networks are moved to CPU float32 in place (exporting needs them there).
+    """
 
     def __init__(self, folds: Sequence[FoldModel]):
         super().__init__()

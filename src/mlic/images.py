@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -87,6 +88,11 @@ def image_views(image: np.ndarray, size: int, crops: int, crop_scale: float, rng
     return views
 
 
+def crop_rng(seed: int, path: Path) -> np.random.Generator:
+    """The random generator of one image's crop positions: from the seed and the file's name, not its row."""
+    return np.random.default_rng([seed, zlib.crc32(Path(path).name.encode())])
+
+
 def build_image_cache(
     paths: Sequence[Path],
     size: int,
@@ -100,8 +106,9 @@ def build_image_cache(
     """Decode every image once into one (N, 1 + crops, size, size, 3) uint8 .npy file, readable with mmap.
 
     The array is filled in place on disk, so memory stays bounded whatever N is, and the file appears only
-    once complete. Decoding runs in threads (OpenCV releases the GIL). Crop positions come from
-    `default_rng([seed, row])`, so they do not depend on the order or parallelism of the build.
+    once complete. Decoding runs in threads (OpenCV releases the GIL). Crop positions come from `crop_rng`
+    (the seed and the file name), so they do not depend on the order or parallelism of the build, and
+    `mlic predict` cuts the same crops of the same file.
 
     Args:
         paths: Image files, in row order.
@@ -115,7 +122,7 @@ def build_image_cache(
     """
 
     def views(item: tuple[int, Path]) -> np.ndarray:
-        return image_views(read_image(item[1]), size, crops, crop_scale, np.random.default_rng([seed, item[0]]))
+        return image_views(read_image(item[1]), size, crops, crop_scale, crop_rng(seed, item[1]))
 
     with atomic_path(out_path) as tmp:
         shape = (len(paths), 1 + crops, size, size, 3)

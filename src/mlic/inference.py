@@ -26,7 +26,7 @@ from mlic.config import Config, HogConfig, PrepareConfig, config_from_dict
 from mlic.ensemble import ENSEMBLES
 from mlic.errors import DataProblems, MlicError
 from mlic.hog import hog_of_views
-from mlic.images import IMAGE_SUFFIXES, image_views, read_image, scan_images
+from mlic.images import IMAGE_SUFFIXES, crop_rng, image_views, read_image, scan_images
 from mlic.io import atomic_path
 from mlic.labels import decode_labels
 from mlic.models import create_model, model_inputs
@@ -199,33 +199,28 @@ def readable_images(paths: list[Path], skip: bool, workers: int = 4) -> tuple[li
         DataProblems: Listing every such file, unless `skip`.
     """
     problems = scan_images(paths, decode=False, workers=workers, desc="check images")
-    fix = "replace the file, or pass --skip-unreadable"
+    fix = None if skip else "replace the file, or pass --skip-unreadable"
     bad = [MlicError(msg, path=paths[i], fix=fix) for i, msg in problems.items()]
     if bad and not skip:
         raise DataProblems(bad, f"{len(bad)} of {len(paths)} image(s) cannot be read; nothing was written")
     return [p for i, p in enumerate(paths) if i not in problems], bad
 
 
-def decode_views(
-    paths: Sequence[Path], first_row: int, prep: PrepareConfig, workers: int
-) -> list[np.ndarray | MlicError]:
+def decode_views(paths: Sequence[Path], prep: PrepareConfig, workers: int) -> list[np.ndarray | MlicError]:
     """Each file's (views, S, S, 3) cached views as `prepare` builds them, or the error decoding it raised.
 
-    Crop positions are seeded by (prepare.seed, row), the row being the file's position in the input list, as in
-    `prepare`: the crops match the pipeline's when the files come in the competition's test order.
+    Crops are seeded by prepare.seed and the file name (`images.crop_rng`), as in `prepare`, whatever the order.
     """
 
-    def views(item: tuple[int, Path]) -> np.ndarray | MlicError:
-        row, path = item
+    def views(path: Path) -> np.ndarray | MlicError:
         try:
             image = read_image(path)
         except MlicError as exc:
             return exc
-        rng = np.random.default_rng([prep.seed, row])
-        return image_views(image, prep.image_size, prep.crop_views, prep.crop_scale, rng)
+        return image_views(image, prep.image_size, prep.crop_views, prep.crop_scale, crop_rng(prep.seed, path))
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(views, enumerate(paths, start=first_row)))
+        return list(pool.map(views, paths))
 
 
 @dataclass(frozen=True)
@@ -259,8 +254,9 @@ def predict_files(
                 kept += [p for p, _ in good]
                 probs.append(predictor.probabilities(np.stack([d for _, d in good]), batch_size))
             bar.update(len(batch_paths))
-    n_classes = len(predictor.classes)
-    return PredictedImages(kept, np.concatenate(probs) if probs else np.zeros((0, n_classes), np.float32), skipped)
+    if not kept:
+        raise DataProblems(skipped, f"none of the {len(skipped)} image(s) can be read; nothing was written")
+    return PredictedImages(kept, np.concatenate(probs), skipped)
 
 
 def _decoded_batches(
@@ -271,10 +267,10 @@ def _decoded_batches(
     with ThreadPoolExecutor(max_workers=1) as prefetch:
         pending = None
         for start in starts:
-            current = pending or prefetch.submit(decode_views, paths[start : start + batch_size], start, prep, workers)
+            current = pending or prefetch.submit(decode_views, paths[start : start + batch_size], prep, workers)
             following = start + batch_size
             pending = (
-                prefetch.submit(decode_views, paths[following : following + batch_size], following, prep, workers)
+                prefetch.submit(decode_views, paths[following : following + batch_size], prep, workers)
                 if following < len(paths)
                 else None
             )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mlic.competitions import Competition, get_competition
 from mlic.config import Config
-from mlic.errors import ConfigError, DataProblems
+from mlic.errors import ConfigError, DataProblems, MlicError
 
 
 def _competition(cfg: Config, competition: str | None) -> Competition:
@@ -75,22 +75,36 @@ def predict(
     cfg: Config, run: Path, images: list[str], out: Path, batch_size: int, device: str, skip_unreadable: bool
 ) -> int:
     """Predict tags and per-class probabilities of image files with a finished run; write them as a CSV."""
-    import torch
-
     from mlic.inference import collect_images, load_predictor, predict_files, predictions_frame, write_predictions
     from mlic.run import open_run
-    from mlic.training import resolve_device
 
+    if batch_size < 1:
+        raise MlicError(f"--batch-size must be >= 1, got {batch_size}")
+    paths = collect_images(images)  # a mistyped path fails before the checkpoints load
     finished = open_run(run)
-    target = resolve_device(dataclasses.replace(finished.cfg.train, device=device)) if device else torch.device("cpu")
+    target = _device(device, finished.cfg)
     predictor = load_predictor(finished, target)
-    result = predict_files(predictor, collect_images(images), batch_size, skip_unreadable)
+    result = predict_files(predictor, paths, batch_size, skip_unreadable)
     if result.skipped:
         print(DataProblems(result.skipped, f"skipped {len(result.skipped)} unreadable image(s):"))
     write_predictions(predictions_frame(result, predictor), out)
     members = ", ".join(f"{m} x {len(folds)} folds" for m, folds in predictor.members.items())
     print(f"predict: {len(result.paths)} image(s) with {members} on {target} -> {out}")
     return 0
+
+
+def _device(name: str, cfg: Config):
+    """`--device` as a torch device (default cpu), or an error naming the flag."""
+    import torch
+
+    from mlic.training import resolve_device
+
+    name = name or "cpu"
+    if name not in ("auto", "cpu", "cuda") and not name.startswith("cuda:"):
+        raise MlicError(f"--device must be cpu, cuda, cuda:N or auto, got {name!r}")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise MlicError(f"--device {name}: no CUDA device is available here", fix="use --device cpu (or auto)")
+    return resolve_device(dataclasses.replace(cfg.train, device=name))
 
 
 def export_onnx(cfg: Config, run: Path, model: str | None, fold: str, out: Path | None, opset: int | None) -> int:

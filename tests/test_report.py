@@ -1,0 +1,42 @@
+"""The run report written by `evaluate`: every section, the run's numbers, and figures that exist beside it."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def report(finished_run: Path) -> str:
+    return (finished_run / "reports" / "report.md").read_text()
+
+
+def test_report_has_every_section(report: str):
+    headings = re.findall(r"^## (.+)$", report, flags=re.M)
+    assert headings[:4] == ["Out-of-fold scores", "Models and folds", "Threshold methods", "Classes"]
+    assert headings[4] == "Figures"
+
+
+def test_report_numbers_are_the_runs(report: str, finished_run: Path):
+    metrics = json.loads((finished_run / "reports" / "metrics.json").read_text())
+    oof, base = metrics["oof"]["f2_samples"], metrics["all_prior_baseline"]["f2_samples"]
+    assert re.search(rf"\| sample F2 \(the Kaggle metric\) \|\s+{oof:.4f} \|\s+{base:.4f} \|", report)
+    for model in ("baseline", "hourglass"):
+        assert re.search(rf"^\| {model}\s+\|\s+0\s+\|", report, flags=re.M), f"fold 0 of {model} missing"
+    methods = json.loads((finished_run / "reports" / "thresholds.json").read_text())
+    assert "per_class_exact (used)" in report and all(m in report for m in methods)
+    per_class = (finished_run / "reports" / "per_class.csv").read_text().splitlines()[1:]
+    assert all(f"| {line.split(',')[0]} " in report for line in per_class), "a class is missing from the table"
+
+
+def test_report_figures_exist(report: str, finished_run: Path):
+    figures = re.findall(r"!\[[^]]*\]\(([^)]+)\)", report)
+    assert {"training_curves.png", "threshold_curve.png", "class_spread.png", "pr_curves.png"} <= set(figures)
+    for name in figures:
+        png = finished_run / "reports" / name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000, name
