@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from PIL import Image
 
 from mlic.metrics import fbeta_from_counts, fbeta_samples, mean_average_precision
@@ -120,7 +119,6 @@ def worst_errors(
                          "prob": probs[row[order], col[order]], "threshold": thresholds[col[order]]})  # fmt: skip
 
 
-@torch.no_grad()
 def hourglass_label_maps(fold_model, images: np.ndarray) -> np.ndarray:
     """Per-label probability maps of an hourglass fold model, upsampled to the image: (N, C, S, S) float32.
 
@@ -128,10 +126,13 @@ def hourglass_label_maps(fold_model, images: np.ndarray) -> np.ndarray:
         fold_model: A `mlic.inference.FoldModel` whose network has `label_maps` (the hourglass).
         images: (N, S, S, 3) uint8 cached images.
     """
+    import torch  # here, so that the evaluate stage, which uses the tables above, does not import torch
+
     net, rt = fold_model.net, fold_model.runtime
     if not hasattr(net, "label_maps"):
         raise ValueError(f"model {fold_model.model} ({type(net).__name__}) has no label maps; pick an hourglass model")
-    x = rt.inputs({"image": torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))})["image"]
-    maps = net.label_maps(x).float()
-    size = images.shape[1:3]
-    return torch.nn.functional.interpolate(maps, size=size, mode="bilinear", align_corners=False).cpu().numpy()
+    with torch.no_grad():
+        x = rt.inputs({"image": torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))})["image"]
+        maps = net.label_maps(x).float()
+        maps = torch.nn.functional.interpolate(maps, size=images.shape[1:3], mode="bilinear", align_corners=False)
+    return maps.cpu().numpy()
