@@ -48,12 +48,18 @@ def run_tool(project: Path, *args: str) -> str:
     return result.stdout
 
 
-def build_finished_run(root: Path) -> Path:
-    """Copy the pipeline into `root`, run it on the tiny sample with git + DVC, then one experiment."""
+def copy_pipeline(root: Path, override: dict) -> Path:
+    """The repo's dvc.yaml and src/ in `root`, with its params.yaml merged with `override`."""
     shutil.copy(REPO / "dvc.yaml", root)
     shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    (root / "params.yaml").write_text(yaml.safe_dump(merge(params, TINY_RUN), sort_keys=False))
+    (root / "params.yaml").write_text(yaml.safe_dump(merge(params, override), sort_keys=False))
+    return root
+
+
+def build_finished_run(root: Path) -> Path:
+    """Copy the pipeline into `root`, run it on the tiny sample with git + DVC, then one experiment."""
+    copy_pipeline(root, TINY_RUN)
     run_tool(root, "git", "init", "-q")
     run_tool(root, "git", "config", "user.email", "ci@mlic.invalid")
     run_tool(root, "git", "config", "user.name", "mlic ci")

@@ -1,17 +1,13 @@
 """The whole pipeline under `dvc repro`, on a tiny sample, in a temporary project."""
 
-import os
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO
+from finished_run import copy_pipeline, merge, run_tool
 
 from mlic.competitions.planet import PLANET_TAGS
 
@@ -30,25 +26,13 @@ TINY = {
 }
 
 
-def _merge(base: dict, override: dict) -> dict:
-    merged = dict(base)
-    for key, value in override.items():
-        merged[key] = _merge(base[key], value) if isinstance(value, dict) and key in base else value
-    return merged
-
-
 def _edit_params(project: Path, override: dict) -> None:
     path = project / "params.yaml"
-    path.write_text(yaml.safe_dump(_merge(yaml.safe_load(path.read_text()), override), sort_keys=False))
+    path.write_text(yaml.safe_dump(merge(yaml.safe_load(path.read_text()), override), sort_keys=False))
 
 
 def _dvc(project: Path, *args: str) -> str:
-    # dvc, and the `mlic` its stages call, live beside this interpreter, whether or not the venv is on PATH.
-    bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
-    result = subprocess.run(["dvc", *args], cwd=project, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout
+    return run_tool(project, "dvc", *args)
 
 
 def _stages_run(log: str) -> list[str]:
@@ -57,11 +41,7 @@ def _stages_run(log: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("project")
-    shutil.copy(REPO / "dvc.yaml", root)
-    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    params = _merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    root = copy_pipeline(tmp_path_factory.mktemp("project"), TINY)
     _dvc(root, "init", "--no-scm", "-q")
     return root
 

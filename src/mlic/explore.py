@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from mlic.metrics import fbeta_from_counts, fbeta_samples, mean_average_precision
+from mlic.metrics import confusion_counts, fbeta_from_counts, fbeta_samples, mean_average_precision
 from mlic.predictions import FoldPredictions
 from mlic.thresholds import binarize
 
@@ -95,8 +95,7 @@ def per_class_fold_scores(
     """Each class's F-beta in each fold at the run's thresholds, with the mean and spread (std) across folds."""
     scores = {}
     for f in folds:
-        y, p = labels[f.val_rows].astype(bool), f.oof >= thresholds
-        tp, fp, fn = (y & p).sum(0), (~y & p).sum(0), (y & ~p).sum(0)
+        tp, fp, fn = confusion_counts(labels[f.val_rows], f.oof >= thresholds, axis=0)
         scores[f"fold {f.fold}"] = np.where(tp + fp + fn > 0, fbeta_from_counts(tp, fp, fn, beta), np.nan)
     table = pd.DataFrame(scores, index=list(classes))
     table["mean"], table["std"] = table.mean(axis=1), table.std(axis=1, ddof=0)

@@ -93,6 +93,14 @@ def crop_rng(seed: int, path: Path) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(Path(path).name.encode())])
 
 
+def file_views(path: Path, size: int, crops: int = 0, crop_scale: float = 0.875, seed: int = 0) -> np.ndarray:
+    """One image file's cached views (see `image_views`), its crops placed by `crop_rng`.
+
+    This is what `prepare` caches for the file, and what `mlic predict` computes for it.
+    """
+    return image_views(read_image(path), size, crops, crop_scale, crop_rng(seed, path))
+
+
 def build_image_cache(
     paths: Sequence[Path],
     size: int,
@@ -120,15 +128,11 @@ def build_image_cache(
         crop_scale: Crop side over the side of the resize the crops are cut from.
         seed: Seed of the crop positions.
     """
-
-    def views(item: tuple[int, Path]) -> np.ndarray:
-        return image_views(read_image(item[1]), size, crops, crop_scale, crop_rng(seed, item[1]))
-
     with atomic_path(out_path) as tmp:
         shape = (len(paths), 1 + crops, size, size, 3)
         cache = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            images = pool.map(views, enumerate(paths))
+            images = pool.map(lambda path: file_views(path, size, crops, crop_scale, seed), paths)
             for i, image in enumerate(tqdm(images, total=len(paths), desc=desc, unit="img", mininterval=1.0)):
                 cache[i] = image
         cache.flush()

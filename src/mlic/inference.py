@@ -26,13 +26,13 @@ from mlic.config import Config, HogConfig, PrepareConfig, config_from_dict
 from mlic.ensemble import ENSEMBLES
 from mlic.errors import DataProblems, MlicError
 from mlic.hog import hog_of_views
-from mlic.images import IMAGE_SUFFIXES, crop_rng, image_views, read_image, scan_images
+from mlic.images import IMAGE_SUFFIXES, file_views, scan_images
 from mlic.io import atomic_path
 from mlic.labels import decode_labels
 from mlic.models import create_model, model_inputs
 from mlic.predictions import CHECKPOINT
 from mlic.run import Run
-from mlic.thresholds import binarize
+from mlic.thresholds import binarize, load_thresholds
 from mlic.training import CachedSamples, Runtime, expand_views, make_runtime, predict
 
 
@@ -147,15 +147,11 @@ def load_predictor(run: Run, device: torch.device) -> Predictor:
     _check_consistent([fm for folds in members.values() for fm in folds], run)
     weights = run.ensemble_weights()
     classes = next(iter(members.values()))[0].classes
-    missing = [c for c in classes if c not in chosen["thresholds"]]
-    if missing:
-        raise MlicError(f"no threshold for {missing[:5]}", path=run.path(run.cfg.thresholds.out_file),
-                        fix="rerun `dvc repro`: the thresholds are older than the models")  # fmt: skip
     return Predictor(
         members,
         np.array([weights[m] for m in members]),
         chosen["ensemble"],
-        np.array([chosen["thresholds"][c] for c in classes]),
+        load_thresholds(run.path(run.cfg.thresholds.out_file), classes),
         chosen["min_labels"],
         chosen["max_labels"],
     )
@@ -214,10 +210,9 @@ def decode_views(paths: Sequence[Path], prep: PrepareConfig, workers: int) -> li
 
     def views(path: Path) -> np.ndarray | MlicError:
         try:
-            image = read_image(path)
+            return file_views(path, prep.image_size, prep.crop_views, prep.crop_scale, prep.seed)
         except MlicError as exc:
             return exc
-        return image_views(image, prep.image_size, prep.crop_views, prep.crop_scale, crop_rng(prep.seed, path))
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(views, paths))

@@ -16,6 +16,8 @@ CHECKPOINT = "model.pt"
 OOF_FILE = "oof.npz"
 TEST_FILE = "test.npy"
 CONFIG_FILE = "config.yaml"
+FOLD_METRICS_FILE = "metrics.json"  # a fold's summary (epochs, validation scores); `train` writes it
+WEIGHTS_FILE = "weights.json"  # inside the ensemble directory: each model's weight in the blend
 
 
 @dataclass(frozen=True)
@@ -41,9 +43,10 @@ def load_fold_predictions(fold_dir: str | Path, fold: int, model: str = "baselin
         return FoldPredictions(fold, oof["rows"], oof["probs"], np.load(fold_dir / TEST_FILE))
 
 
-def load_all_folds(cfg: Config) -> dict[str, list[FoldPredictions]]:
-    """The predictions of every model in `train.models`, for every fold in `train.folds`."""
-    return {m: [load_fold_predictions(cfg.fold_dir(m, f), f, m) for f in cfg.train.folds] for m in cfg.train.models}
+def load_all_folds(cfg: Config, root: Path = Path(".")) -> dict[str, list[FoldPredictions]]:
+    """The predictions of every model in `train.models`, for every fold in `train.folds` (paths under `root`)."""
+    t = cfg.train
+    return {m: [load_fold_predictions(root / cfg.fold_dir(m, f), f, m) for f in t.folds] for m in t.models}
 
 
 def assemble_oof(folds: Sequence[FoldPredictions], n_rows: int) -> tuple[np.ndarray, np.ndarray]:

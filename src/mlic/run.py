@@ -17,10 +17,15 @@ import pandas as pd
 
 from mlic.config import DEFAULT_PARAMS, Config, load_config
 from mlic.errors import MlicError
-from mlic.predictions import EnsemblePredictions, FoldPredictions, load_ensemble, load_fold_predictions
+from mlic.predictions import (
+    FOLD_METRICS_FILE,
+    WEIGHTS_FILE,
+    EnsemblePredictions,
+    FoldPredictions,
+    load_all_folds,
+    load_ensemble,
+)
 from mlic.prepared import Prepared, load_folds, load_prepared
-
-FOLD_METRICS_FILE = "metrics.json"  # written by `train` in each fold directory
 
 
 @dataclass(frozen=True)
@@ -49,10 +54,7 @@ class Run:
 
     def fold_predictions(self) -> dict[str, list[FoldPredictions]]:
         """Every trained model's per-fold OOF and test probabilities, as the `ensemble` stage reads them."""
-        return {
-            m: [load_fold_predictions(self.fold_dir(m, f), f, m) for f in self.cfg.train.folds]
-            for m in self.cfg.train.models
-        }
+        return load_all_folds(self.cfg, self.root)
 
     def ensemble(self) -> EnsemblePredictions:
         """The blended OOF and test probabilities."""
@@ -60,7 +62,7 @@ class Run:
 
     def ensemble_weights(self) -> dict[str, float]:
         """The weight of each model in the blend, as the `ensemble` stage chose them."""
-        return read_json(self.path(self.cfg.ensemble.out_dir) / "weights.json")
+        return read_json(self.path(self.cfg.ensemble.out_dir) / WEIGHTS_FILE)
 
     def thresholds_file(self) -> dict:
         """The `thresholds` stage's output: method, label limits and the per-class thresholds."""

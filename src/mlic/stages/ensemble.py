@@ -28,7 +28,7 @@ def main(cfg: Config) -> None:
     with atomic_path(cfg.ensemble.out_dir, is_dir=True) as out:
         np.savez(out / files.OOF_FILE, rows=rows, folds=fold_of_row[rows], probs=oof)
         np.save(out / files.TEST_FILE, test)
-        write_json(out / "weights.json", {m: round(float(w), 6) for m, w in zip(per_model, weights, strict=True)})
+        write_json(out / files.WEIGHTS_FILE, {m: round(float(w), 6) for m, w in zip(per_model, weights, strict=True)})
         save_config(cfg, out / files.CONFIG_FILE)
     shares = ", ".join(f"{m} {w:.3f}" for m, w in zip(per_model, weights, strict=True))
     print(f"ensemble ({cfg.ensemble.method}): {len(rows)} OOF rows, {len(test)} test rows; weights {shares}")
