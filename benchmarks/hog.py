@@ -1,4 +1,4 @@
-"""HOG speed: skimage.feature.hog image by image against mlic.hog's batched extractor, side by side.
+"""HOG speed: skimage.feature.hog image by image against mlic.features.hog's batched extractor, side by side.
 
 On the same images at each working size (the 27 real 256 px Planet chips repeated to --n-images, at 256 px and
 resized to 64 px, and the first --n-32px planet-32px chips at 32 px), times in interleaved rounds:
@@ -26,8 +26,8 @@ import numpy as np
 import skimage
 from skimage.feature import hog as skimage_hog
 
-from mlic.hog import HogParams, extract_hog, hog_batch
-from mlic.images import read_image
+from mlic.data.images import read_image
+from mlic.features.hog import HogParams, extract_hog, hog_batch
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

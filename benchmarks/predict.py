@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mlic.competitions import get_competition
-from mlic.export import export_onnx
-from mlic.inference import load_fold_model, load_predictor, predict_files
-from mlic.predictions import average_test
+from mlic.data.competitions import get_competition
+from mlic.layout import average_test
+from mlic.predict.export import export_onnx
+from mlic.predict.inference import load_fold_model, load_predictor, predict_files
 from mlic.run import open_run
 
 
@@ -48,8 +48,8 @@ def time_onnx(run, n: int, batch_size: int) -> dict:
 
     model = run.cfg.train.models[0]
     folds = [load_fold_model(run.fold_dir(model, f), torch.device("cpu")) for f in run.cfg.train.folds]
-    if "image" not in folds[0].inputs or "hog" in folds[0].inputs:
-        return {"skipped": f"{model} reads HOG; the benchmark feeds images only"}
+    if folds[0].sources != ("image",):
+        return {"skipped": f"{model} reads {folds[0].sources}; the benchmark feeds images only"}
     images = np.array(run.prepared().test_images[:n, 0])  # a writable copy of the memory map
     with tempfile.TemporaryDirectory() as tmp:
         exported = export_onnx(folds, Path(tmp) / "model.onnx")

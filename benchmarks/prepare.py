@@ -48,7 +48,7 @@ def bench_prepare(image_size: int, workers: int) -> dict:
 
 def bench_full_res_cache(image_size: int, workers: int, repeat: int = 40) -> dict:
     """Cache build throughput on the real 256 px CMYK Planet chips (repeated), projected to all of Planet."""
-    from mlic.images import build_image_cache
+    from mlic.data.images import build_image_cache
 
     chips = sorted((SHARED / "planet" / "train-jpg").glob("*.jpg")) * repeat
     with tempfile.TemporaryDirectory() as tmp:
@@ -68,15 +68,15 @@ def bench_full_res_cache(image_size: int, workers: int, repeat: int = 40) -> dic
 
 def bench_imet_labels() -> dict:
     """Parse the real iMet train.csv, build the label matrix, drop rare labels and bit-pack it."""
-    from mlic.competitions import get_competition
     from mlic.config import DataConfig
-    from mlic.labels import drop_rare_labels, encode_labels, load_labels, save_labels
+    from mlic.data.competitions import get_competition
+    from mlic.data.labels import drop_rare_labels, encode_labels, load_labels, save_labels
 
     comp = get_competition(DataConfig(competition="imet2019"))
     root = SHARED / "imet2019"
     start = time.perf_counter()
     vocabulary = comp.vocabulary(root)
-    from mlic.competitions.base import Scan
+    from mlic.data.competitions.base import Scan
 
     ids, tags, _ = comp.read_train(root, Scan(root), vocabulary)
     parsed = time.perf_counter()

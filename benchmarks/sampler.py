@@ -2,7 +2,7 @@
 
 On the real planet-32px labels (all rows, and the 2/3 training split of a 3-fold multilabel-stratified split),
 at each batch size: the mean absolute deviation of per-batch label frequencies from the set's
-(`mlic.sampling.batch_label_deviation`) for random batches and for `StratifiedBatchSampler`, averaged over
+(`mlic.train.sampling.batch_label_deviation`) for random batches and for `StratifiedBatchSampler`, averaged over
 --epochs epochs, their ratio, the seconds per epoch to build the stratified batches, and the same deviation for
 the sequential textbook algorithm (`reference_batches`, one sample at a time) to show the bulk dealing matches
 it. Then iMet-scale timing on imet2019/train.csv: sampler set-up, seconds per epoch (plain and oversampled) and
@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mlic.competitions.planet import PLANET_TAGS
-from mlic.folds import assign_folds
-from mlic.labels import encode_labels
-from mlic.sampling import StratifiedBatchSampler, batch_label_deviation, random_batches, reference_batches
+from mlic.data.competitions.planet import PLANET_TAGS
+from mlic.data.folds import assign_folds
+from mlic.data.labels import encode_labels
+from mlic.train.sampling import StratifiedBatchSampler, batch_label_deviation, random_batches, reference_batches
 
 REPO = Path(__file__).resolve().parents[1]
 IMET_CLASSES = 1103

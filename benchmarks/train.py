@@ -1,4 +1,4 @@
-"""Training throughput (images/s) of the real engine (`mlic.engine.run_epoch`), with the data pipeline on and off.
+"""Training throughput (images/s) of the real engine (`mlic.train.engine.run_epoch`), with the data pipeline on and off.
 
 "on": batches come from a uint8 image cache through `CachedSamples`, the satellite augmentation, the configured
 sampler and a DataLoader with --num-workers processes, then move to the device, as in `mlic train`.
@@ -18,6 +18,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -26,13 +27,13 @@ import time
 import numpy as np
 import torch
 
-from mlic.augment import create_augmentation
-from mlic.config import ModelConfig, TrainConfig
-from mlic.engine import make_engine, run_epoch
-from mlic.losses import create_loss
-from mlic.models import create_model
-from mlic.sampling import make_train_loader
-from mlic.training import CachedSamples, make_runtime, seed_worker
+from mlic.config import TrainConfig, build_entry
+from mlic.models.registry import ModelDims, get_arch
+from mlic.train.augment import create_augmentation
+from mlic.train.batches import CachedSamples, seed_worker
+from mlic.train.engine import make_engine, run_epoch
+from mlic.train.runtime import make_runtime
+from mlic.train.sampling import make_train_loader
 
 NUM_CLASSES = 17  # Planet's tags
 
@@ -82,12 +83,28 @@ def device_batches(args: argparse.Namespace, n_batches: int, device: torch.devic
     return [{"image": image, "target": target}] * n_batches
 
 
+IMAGE_STATS = {"image": {"mean": torch.full((3,), 0.5), "std": torch.full((3,), 0.25)}}
+
+
+def build(arch: str, backbone: str):
+    """The registered architecture's network (seeded) and task, on `backbone` when it takes one."""
+    spec = get_arch(arch)
+    options = {"backbone": backbone} if "backbone" in {f.name for f in dataclasses.fields(spec.config)} else {}
+    cfg = build_entry(spec.config, options, f"models.{arch}", f"arch {arch!r}")
+    task = spec.task(cfg)
+    if task.sources != ("image",):
+        raise SystemExit(f"{arch} reads {task.sources}; this benchmark feeds images only")
+    task.setup((np.random.default_rng(0).random((64, NUM_CLASSES)) < 0.2).astype(np.uint8))
+    torch.manual_seed(0)
+    return spec.build(cfg, ModelDims(NUM_CLASSES, {"image": 3})), task
+
+
 def measure(args: argparse.Namespace, arch: str, pipeline: str) -> dict:
     """Images per second of `run_epoch` for one model and one pipeline setting."""
     cfg = train_config(args)
-    rt = make_runtime(cfg, [0.5] * 3, [0.25] * 3)
-    torch.manual_seed(0)
-    model = create_model(ModelConfig(arch=arch, backbone=args.backbone), NUM_CLASSES).to(rt.device)
+    rt = make_runtime(cfg, IMAGE_STATS)
+    model, task = build(arch, args.backbone)
+    model = model.to(rt.device)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
     net = torch.compile(model) if cfg.compile and rt.device.type == "cuda" else model
@@ -96,7 +113,7 @@ def measure(args: argparse.Namespace, arch: str, pipeline: str) -> dict:
         batches = real_loader(args, cfg, steps) if pipeline == "on" else device_batches(args, steps, rt.device)
         sync(rt.device)
         start = time.perf_counter()
-        run_epoch(engine, batches, create_loss("bce"), cfg, rt, ("image",))
+        run_epoch(engine, batches, task, cfg, rt)
         sync(rt.device)
         seconds[phase] = time.perf_counter() - start
     return {
@@ -116,7 +133,7 @@ def sync(device: torch.device) -> None:
 
 def main() -> None:
     args = parse_args()
-    rt = make_runtime(train_config(args), [0.5] * 3, [0.25] * 3)
+    rt = make_runtime(train_config(args), IMAGE_STATS)
     pipelines = ["on", "off"] if args.pipeline == "both" else [args.pipeline]
     results = [measure(args, arch, pipeline) for arch in args.models for pipeline in pipelines]
     setup = {

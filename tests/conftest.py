@@ -39,3 +39,16 @@ def finished_run(tmp_path_factory) -> Path:
     from finished_run import build_finished_run
 
     return build_finished_run(tmp_path_factory.mktemp("finished_run"))
+
+
+def arch_model(arch: str, num_classes: int, source_dims: dict | None = None, **options):
+    """A registered architecture's network and task, with `options` checked by its config class (seeded init)."""
+    import torch
+
+    from mlic.config import build_entry
+    from mlic.models.registry import ModelDims, get_arch
+
+    spec = get_arch(arch)
+    cfg = build_entry(spec.config, options, f"models.{arch}", f"arch {arch!r}")
+    torch.manual_seed(0)
+    return spec.build(cfg, ModelDims(num_classes, source_dims or {})), spec.task(cfg)

@@ -5,8 +5,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from mlic.config import TrainConfig
-from mlic.images import build_image_cache, channel_stats, image_views, open_image_cache
-from mlic.training import CachedSamples, expand_views, make_runtime, predict
+from mlic.data.images import build_image_cache, channel_stats, image_views, open_image_cache
+from mlic.models.registry import ArchConfig
+from mlic.predict.tta import predict_loader
+from mlic.tasks.multilabel import MultiLabelTask
+from mlic.train.batches import CachedSamples, expand_views
+from mlic.train.runtime import make_runtime
 
 
 def test_image_views_are_a_resize_plus_random_crops():
@@ -38,7 +42,7 @@ def test_samples_expand_views_and_read_only_what_the_model_needs():
     item = CachedSamples({"hog": hog}, rows, views, labels)[1]
     assert set(item) == {"hog", "target"} and torch.equal(item["hog"], torch.from_numpy(hog[1, 1].astype(np.float32)))
     item = CachedSamples({"image": images}, rows, views)[2]
-    assert set(item) == {"image"} and item["image"].shape == (3, 8, 8)
+    assert set(item) == {"image"} and torch.equal(item["image"], torch.from_numpy(images[3, 0].transpose(2, 0, 1)))
 
 
 class MeanOfImage(torch.nn.Module):
@@ -49,9 +53,10 @@ class MeanOfImage(torch.nn.Module):
 def test_predict_averages_cached_views_per_row():
     images = np.zeros((2, 3, 4, 4, 3), dtype=np.uint8)
     images[0, 1] = 255  # one of row 0's three views is white
-    rt = make_runtime(TrainConfig(device="cpu"), [0.0] * 3, [1.0] * 3)
+    rt = make_runtime(TrainConfig(device="cpu"), {"image": {"mean": torch.zeros(3), "std": torch.ones(3)}})
     loader = DataLoader(CachedSamples({"image": images}, *expand_views(np.arange(2), 3)), batch_size=4)
-    probs = predict(MeanOfImage(), loader, rt, [lambda x: x], cached_views=3)
+    task = MultiLabelTask(ArchConfig())
+    probs = predict_loader(task, MeanOfImage(), loader, rt, [lambda x: x], cached_views=3)
     expected = (torch.sigmoid(torch.tensor(1.0)) + 2 * torch.sigmoid(torch.tensor(0.0))) / 3
     assert probs.shape == (2, 1) and np.isclose(probs[0, 0], expected) and np.isclose(probs[1, 0], 0.5)
 
@@ -59,7 +64,7 @@ def test_predict_averages_cached_views_per_row():
 def test_predict_cuts_the_crops_prepare_cached_whatever_the_file_order(sample_competition, tmp_path):
     """Crop positions depend on the seed and the file name only, so `mlic predict` matches the cache in any order."""
     from mlic.config import PrepareConfig
-    from mlic.inference import decode_views
+    from mlic.predict.inference import decode_views
 
     paths = sorted((sample_competition / "test-jpg").glob("*.jpg"))
     build_image_cache(paths, 32, tmp_path / "cache.npy", crops=2, crop_scale=0.75, seed=3)

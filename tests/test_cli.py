@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from mlic.cli import STAGES, build_parser, main
 
 
@@ -11,9 +13,12 @@ def test_every_stage_has_a_module_with_main():
         assert callable(importlib.import_module(f"mlic.stages.{module}").main)
 
 
-def test_train_needs_a_fold():
+def test_train_needs_a_fold(capsys):
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(["train", "--model", "baseline"])
+    assert info.value.code == 2 and "--fold" in capsys.readouterr().err
     args = build_parser().parse_args(["train", "--fold", "2"])
-    assert args.command == "train" and args.fold == 2
+    assert args.command == "train" and args.fold == 2 and args.model is None
 
 
 def test_bad_params_print_one_message_without_traceback(tmp_path, capsys):

@@ -4,9 +4,9 @@ import pytest
 import yaml
 from conftest import REPO
 
-from mlic.config import Config, ModelConfig, config_from_dict, load_config, save_config
+from mlic.config import Config, config_from_dict, load_config, save_config
 from mlic.errors import ConfigError
-from mlic.models import MODELS
+from mlic.models.registry import discover_archs, get_arch, resolve_model
 
 
 def test_params_yaml_loads_and_sets_every_knob():
@@ -18,10 +18,11 @@ def test_params_yaml_loads_and_sets_every_knob():
             continue
         names = {f.name for f in dataclasses.fields(getattr(cfg, section.name))}
         assert set(raw[section.name]) == names, section.name
-    model_keys = {f.name for f in dataclasses.fields(ModelConfig)}
     for name, entry in raw["models"].items():
-        assert set(entry) == model_keys, name  # merged from the first entry's anchor
-    assert {m.arch for m in cfg.models.values()} == set(MODELS.names())  # every architecture has an entry
+        arch_keys = {f.name for f in dataclasses.fields(get_arch(entry["arch"]).config)}
+        assert set(entry) == {"arch", *arch_keys}, name  # every key of the arch's own config class, and no other
+        resolve_model(cfg, name)
+    assert {m.arch for m in cfg.models.values()} == set(discover_archs())  # every architecture has an entry
 
 
 @pytest.mark.parametrize(
@@ -31,18 +32,14 @@ def test_params_yaml_loads_and_sets_every_knob():
         ({"train": {"epohcs": 3}}, "train.epohcs: unknown key; did you mean 'epochs'?"),
         ({"train": {"epochs": "ten"}}, "train.epochs: expected int, got 'ten'"),
         ({"train": {"epochs": 2.5}}, "train.epochs: expected int"),
-        ({"models": {"a": {"pretrained": 1}}}, "models.a.pretrained: expected bool"),
-        ({"models": {"a": {"pretrianed": True}}}, "models.a.pretrianed: unknown key; did you mean 'pretrained'?"),
+        ({"models": {"a": {"backbone": "resnet18"}}}, "models.a.arch: missing"),
+        ({"models": {"a": ["baseline"]}}, "models.a: expected a mapping with an `arch` key"),
         ({"train": {"models": ["baselin"]}}, "train.models: 'baselin' is not an entry of `models`; did you mean"),
         ({"train": {"warmup_epochs": 10, "epochs": 10}}, "train.warmup_epochs: must be below train.epochs"),
         ({"train": {"ema_decay": 1.0}}, "train.ema_decay: must be in [0, 1)"),
         ({"train": {"accumulate_steps": 0}}, "train.accumulate_steps: must be >= 1"),
         ({"train": {"folds": [0, 7]}}, "train.folds: fold ids [7] are outside 0..2"),
         ({"train": {"folds": [0, 0]}}, "train.folds: must be a non-empty list of distinct fold ids"),
-        (
-            {"models": {"b": {"pretrained_file": "w.pth"}}},
-            "models.b.pretrained_file: is set but pretrained is false",
-        ),
         ({"folds": {"n_splits": 1}}, "folds.n_splits: must be >= 2"),
         ({"train": {"device": "tpu"}}, "train.device: must be auto, cpu, cuda or cuda:N"),
     ],
@@ -74,10 +71,50 @@ def test_load_config_errors_name_the_file(tmp_path):
     assert str(bad) in str(info.value) and "train.epochz" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"arch": "baseline", "pretrained": 1}, "models.m.pretrained: expected bool, got 1 (int) (arch 'baseline')"),
+        ({"arch": "baseline", "pretrianed": True},
+         "models.m.pretrianed: unknown key for arch 'baseline'; did you mean 'pretrained'?"),
+        ({"arch": "baseline", "dilation": 3}, "models.m.dilation: unknown key for arch 'baseline'"),
+        ({"arch": "hog_linear", "backbone": "resnet18"}, "models.m.backbone: unknown key for arch 'hog_linear'"),
+        ({"arch": "hourglass", "pooling": "mean"}, "models.m.pooling: unknown pooling 'mean' (arch 'hourglass')"),
+        ({"arch": "baseline", "pretrained_file": "w.pth"},
+         "models.m.pretrained_file: is set but pretrained is false (arch 'baseline')"),
+        ({"arch": "baseline", "extra_filters": 0}, "models.m.extra_filters: must be >= 1, got 0 (arch 'baseline')"),
+        ({"arch": "basline"}, "unknown model architecture 'basline' in models.<entry>.arch. Did you mean 'baseline'?"),
+        ({"arch": "baseline", "loss": "focall"}, "unknown loss 'focall' in models.<entry>.loss. Did you mean 'focal'?"),
+        ({"arch": "baseline", "loss": "focal", "loss_options": {"clip": 0.1}},
+         "models.m.loss: loss 'focal' got unexpected options ['clip']"),
+        ({"arch": "baseline", "loss_options": {"gamma": "strong"}}, "models.m.loss_options.gamma: expected float"),
+    ],
+)  # fmt: skip
+def test_a_models_entry_is_checked_by_its_architecture(entry, message):
+    """Each arch has its own config class: a key of another arch is an error naming the entry, the arch and the key."""
+    cfg = config_from_dict({"models": {"m": entry}, "train": {"models": ["m"]}})
+    with pytest.raises(ConfigError) as info:
+        resolve_model(cfg, "m")
+    assert message in str(info.value)
+
+
 def test_saved_config_round_trips(tmp_path):
-    cfg = config_from_dict({"train": {"epochs": 3}, "models": {"baseline": {"backbone": "resnet18"}}})
+    entry = {"arch": "hourglass", "backbone": "resnet34", "feature_indices": [2, 4], "loss": "focal",
+             "loss_options": {"gamma": 1.5}}  # fmt: skip
+    cfg = config_from_dict({"train": {"epochs": 3, "models": ["h"]}, "models": {"h": entry}})
     save_config(cfg, tmp_path / "config.yaml")
-    assert load_config(tmp_path / "config.yaml") == cfg
+    loaded = load_config(tmp_path / "config.yaml")
+    assert loaded == cfg and resolve_model(loaded, "h") == resolve_model(cfg, "h")
+    assert resolve_model(loaded, "h").config.feature_indices == (2, 4)
+
+
+def test_saving_selected_sections_keeps_only_those(tmp_path):
+    cfg = config_from_dict({"train": {"epochs": 3}})
+    save_config(cfg, tmp_path / "config.yaml", sections=("hog", "train.epochs"))
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text()) == {
+        "hog": cfg.to_dict()["hog"],
+        "train": {"epochs": 3},
+    }
 
 
 def test_fold_and_checkpoint_dirs_follow_params():
@@ -94,10 +131,12 @@ def test_example_configs_load():
 
 
 def test_loss_options_are_a_checked_mapping_of_numbers():
-    cfg = config_from_dict({"train": {"loss": "focal", "loss_options": {"gamma": 1, "alpha": "0.5"}}})
-    assert cfg.train.loss_options == {"gamma": 1.0, "alpha": 0.5}
-    assert config_from_dict({"train": {"loss_options": {"alpha": None}}}).train.loss_options == {"alpha": None}
-    with pytest.raises(ConfigError, match="train.loss_options.gamma: expected float"):
-        config_from_dict({"train": {"loss_options": {"gamma": "strong"}}})
-    with pytest.raises(ConfigError, match="train.loss_options: expected a mapping"):
-        config_from_dict({"train": {"loss_options": [1, 2]}})
+    entry = {"arch": "baseline", "loss": "focal", "loss_options": {"gamma": 1, "alpha": "0.5"}}
+    cfg = config_from_dict({"models": {"baseline": entry}})
+    assert resolve_model(cfg, "baseline").config.loss_options == {"gamma": 1.0, "alpha": 0.5}
+    entry = {"arch": "baseline", "loss": "focal", "loss_options": {"alpha": None}}
+    assert resolve_model(config_from_dict({"models": {"baseline": entry}}), "baseline").config.loss_options == {
+        "alpha": None
+    }
+    with pytest.raises(ConfigError, match="models.baseline.loss_options: expected a mapping"):
+        resolve_model(config_from_dict({"models": {"baseline": {"arch": "baseline", "loss_options": [1]}}}), "baseline")

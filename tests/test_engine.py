@@ -7,12 +7,17 @@ import pytest
 import torch
 
 from mlic.config import TrainConfig
-from mlic.engine import Engine, fit, make_engine, seed_epoch, warmup_cosine
-from mlic.losses import create_loss
-from mlic.sampling import make_train_loader
-from mlic.training import CachedSamples, make_runtime
+from mlic.models.registry import ArchConfig
+from mlic.tasks.base import Phase, StepOutput
+from mlic.tasks.multilabel import MultiLabelTask
+from mlic.train.augment import create_augmentation
+from mlic.train.batches import CachedSamples
+from mlic.train.engine import Engine, fit, make_engine, seed_epoch, warmup_cosine
+from mlic.train.runtime import make_runtime
+from mlic.train.sampling import make_train_loader
 
 N, D, C = 32, 6, 3
+STATS = {"hog": {"mean": torch.zeros(D), "std": torch.ones(D)}}
 
 
 def _problem(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -22,16 +27,26 @@ def _problem(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return features, labels
 
 
-def _train(cfg: TrainConfig, validate=None) -> Engine:
+def _task(labels: np.ndarray) -> MultiLabelTask:
+    task = MultiLabelTask(ArchConfig(), sources=("hog",))
+    task.setup(labels)
+    return task
+
+
+def _train(cfg: TrainConfig, validate=None, model=None, phases=None, task=None) -> Engine:
     features, labels = _problem()
     dataset = CachedSamples({"hog": features}, np.arange(N), np.zeros(N, dtype=int), labels)
     loader = make_train_loader(dataset, labels, cfg)
-    rt = make_runtime(cfg, [0.0] * 3, [1.0] * 3, (np.zeros(D), np.ones(D)), torch.device("cpu"))
+    rt = make_runtime(cfg, STATS, torch.device("cpu"))
     torch.manual_seed(0)
-    model = torch.nn.Linear(D, C)
-    engine = make_engine(model, model, cfg, rt, len(loader))
-    fit(engine, loader, create_loss("bce"), cfg, rt, ("hog",), validate)
+    model = model or torch.nn.Linear(D, C)
+    engine = make_engine(model, model, cfg, rt, len(loader), phases)
+    fit(engine, loader, task or _task(labels), cfg, rt, validate)
     return engine
+
+
+def _weights(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().flatten().clone() for p in model.parameters()])
 
 
 def test_warmup_then_cosine_down_to_the_floor():
@@ -43,8 +58,11 @@ def test_warmup_then_cosine_down_to_the_floor():
 
 def test_accumulating_two_half_batches_equals_one_full_batch():
     base = {"epochs": 2, "warmup_epochs": 0, "optimizer": "sgd", "lr": 0.5, "device": "cpu"}
+    torch.manual_seed(0)
+    start = _weights(torch.nn.Linear(D, C))
     full = _train(TrainConfig(batch_size=16, **base)).model
     accumulated = _train(TrainConfig(batch_size=8, accumulate_steps=2, **base)).model
+    assert not torch.allclose(_weights(full), start, atol=1e-3)  # both really trained
     for a, b in zip(full.parameters(), accumulated.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-6)
 
@@ -53,9 +71,10 @@ def test_gradient_clipping_bounds_the_first_update():
     cfg = TrainConfig(epochs=1, warmup_epochs=0, batch_size=N, optimizer="sgd", lr=1.0, weight_decay=0.0,
                       clip_grad_norm=1e-3, min_lr_ratio=1.0, device="cpu")  # fmt: skip
     torch.manual_seed(0)
-    before = torch.cat([p.detach().flatten() for p in torch.nn.Linear(D, C).parameters()])
-    after = torch.cat([p.detach().flatten() for p in _train(cfg).model.parameters()])
-    assert (after - before).norm() <= 1e-3 + 1e-7
+    before = _weights(torch.nn.Linear(D, C))
+    after = _weights(_train(cfg).model)
+    # one SGD step at lr 1 from a gradient clipped to norm 1e-3 moves the weights by exactly that much
+    assert (after - before).norm().item() == pytest.approx(1e-3, rel=1e-4)
 
 
 def test_ema_weights_lag_the_model_and_are_what_gets_evaluated():
@@ -87,7 +106,7 @@ def test_engine_state_round_trips_and_continues_identically():
     features, labels = _problem()
     dataset = CachedSamples({"hog": features}, np.arange(N), np.zeros(N, dtype=int), labels)
     loader = make_train_loader(dataset, labels, cfg)
-    rt = make_runtime(cfg, [0.0] * 3, [1.0] * 3, (np.zeros(D), np.ones(D)), torch.device("cpu"))
+    rt = make_runtime(cfg, STATS, torch.device("cpu"))
 
     def engine():
         torch.manual_seed(0)
@@ -104,11 +123,11 @@ def test_engine_state_round_trips_and_continues_identically():
         raise Crash
 
     with pytest.raises(Crash):
-        fit(engine(), loader, create_loss("bce"), cfg, rt, ("hog",), on_epoch=crash_after_first_epoch)
+        fit(engine(), loader, _task(labels), cfg, rt, on_epoch=crash_after_first_epoch)
     torch.manual_seed(123)  # global RNG disturbed between the runs, as in a new process
     resumed = engine()
     resumed.load_state_dict(saved)
-    fit(resumed, loader, create_loss("bce"), cfg, rt, ("hog",))
+    fit(resumed, loader, _task(labels), cfg, rt)
     assert resumed.state.epoch == 3 and len(resumed.state.history) == 3
     assert torch.equal(resumed.model.weight, straight.model.weight)
     assert torch.equal(resumed.eval_model.weight, straight.eval_model.weight)
@@ -116,12 +135,69 @@ def test_engine_state_round_trips_and_continues_identically():
 
 
 def test_seed_epoch_makes_each_epoch_independent_of_history():
+    """The same epoch gives the same batches and augmentation whatever ran before; another epoch differs."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (N, 1, 16, 16, 3), dtype=np.uint8)
+    labels = _problem()[1]
+    transform = create_augmentation("satellite", 16, seed=0)
+    dataset = CachedSamples({"image": images}, np.arange(N), np.zeros(N, dtype=int), labels, transform)
+    loader = make_train_loader(dataset, labels, TrainConfig(batch_size=8, sampler="stratified"))
+
+    def epoch(number: int) -> list[torch.Tensor]:
+        seed_epoch(loader, 7, number)
+        return [b["image"].clone() for b in loader]
+
+    first = epoch(2)
+    torch.rand(10), np.random.rand(3), epoch(5)  # history: other draws and another epoch in between
+    again = epoch(2)
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(first, epoch(3), strict=True))
+
+
+class TwoPartTask(MultiLabelTask):
+    """The default loss plus a weight penalty, as two logged parts."""
+
+    def training_step(self, net, batch):
+        main = super().training_step(net, batch).loss
+        penalty = 0.01 * sum((p**2).sum() for p in net.parameters())
+        return StepOutput(main + penalty, {"main": main.detach(), "penalty": penalty.detach()})
+
+
+def test_phases_freeze_parameters_scale_the_lr_and_log_loss_parts():
+    """Phase 1 trains the head only (body bit-identical, batch-norm statistics still); phase 2 trains everything."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(D, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, C))
+    body = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("2.")}
+    phases = [Phase("head", 2, trainable=("2.",), lr_scale=0.5), Phase("all", 1)]
+    seen = []
+
+    def record(engine, _):
+        seen.append(({k: v.clone() for k, v in engine.model.state_dict().items()},))
+
+    cfg = TrainConfig(epochs=3, warmup_epochs=0, batch_size=8, min_lr_ratio=1.0, device="cpu")
     features, labels = _problem()
     dataset = CachedSamples({"hog": features}, np.arange(N), np.zeros(N, dtype=int), labels)
-    loader = make_train_loader(dataset, labels, TrainConfig(batch_size=8))
-    seed_epoch(loader, 7, 2)
-    first = [b["target"].clone() for b in loader]
-    torch.rand(10)
-    seed_epoch(loader, 7, 2)
-    again = [b["target"] for b in loader]
-    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    loader = make_train_loader(dataset, labels, cfg)
+    rt = make_runtime(cfg, STATS, torch.device("cpu"))
+    engine = make_engine(model, model, cfg, rt, len(loader), phases)
+    task = TwoPartTask(ArchConfig(), sources=("hog",))
+    task.setup(labels)
+    history = fit(engine, loader, task, cfg, rt, on_epoch=record)
+    after_head = seen[1][0]
+    assert all(torch.equal(after_head[k], v) for k, v in body.items())  # weights, biases and running stats
+    assert not torch.equal(seen[0][0]["2.weight"], seen[1][0]["2.weight"])  # the head trained in phase 1
+    assert not torch.equal(after_head["0.weight"], seen[2][0]["0.weight"])  # the body trains in phase 2
+    assert not torch.equal(after_head["1.running_mean"], seen[2][0]["1.running_mean"])
+    assert [r["lr"] for r in history] == pytest.approx([cfg.lr * 0.5, cfg.lr * 0.5, cfg.lr])  # each epoch's own LR
+    for record_ in history:
+        assert record_["train_loss"] == pytest.approx(record_["train_loss_main"] + record_["train_loss_penalty"])
+
+
+def test_early_stopping_waits_for_the_last_phase():
+    scores = iter([0.9, 0.1, 0.1, 0.1, 0.1])
+    cfg = TrainConfig(epochs=5, warmup_epochs=0, batch_size=8, early_stopping_patience=1, device="cpu")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(D, 4), torch.nn.Linear(4, C))
+    phases = [Phase("head", 3, trainable=("1.",)), Phase("all", 2)]
+    engine = _train(cfg, lambda m: (next(scores), {}), model=model, phases=phases)
+    assert engine.state.epoch == 4  # not stopped during the head phase; stopped one epoch into the last one

@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from mlic.cli import main
-from mlic.config import Config, HogConfig, ModelConfig, PrepareConfig, TrainConfig
-from mlic.export import export_onnx
-from mlic.hog import HogParams, hog_dim
-from mlic.inference import FoldModel
-from mlic.models import MODELS, create_model, model_inputs
-from mlic.predictions import average_test
+from mlic.config import Config, HogConfig, ModelEntry, PrepareConfig, TrainConfig
+from mlic.features.hog import HogParams, hog_dim
+from mlic.layout import average_test
+from mlic.models.registry import ModelDims, discover_archs, resolve_model
+from mlic.predict.export import export_onnx
+from mlic.predict.inference import FoldModel
 from mlic.run import open_run
-from mlic.training import make_runtime
+from mlic.train.runtime import make_runtime
 
 SIZE = 32
 CLASSES = ["a", "b", "c", "d", "e"]
@@ -109,31 +109,43 @@ def test_bad_fold_or_model_is_a_user_error(finished_run, tmp_path, capsys, args,
     assert not out.exists()
 
 
+TINY = {"baseline": {"backbone": "resnet10t", "extra_filters": 8}, "hourglass": {"backbone": "resnet10t"},
+        "resnet50_hog": {"backbone": "resnet10t", "hog_projection": 4}}  # fmt: skip
+
+
 def tiny_fold_models(arch: str, n_folds: int) -> list[FoldModel]:
     """Randomly initialised folds of a tiny `arch`, with non-trivial image and HOG normalisation statistics."""
-    model_cfg = ModelConfig(arch=arch, backbone="resnet10t", extra_filters=8, hog_projection=4)
     cfg = Config(
         prepare=PrepareConfig(image_size=SIZE),
         hog=HogConfig(image_size=SIZE),
-        models={"tiny": model_cfg},
+        models={"tiny": ModelEntry(arch, TINY.get(arch, {}))},
         train=TrainConfig(models=("tiny",), folds=tuple(range(n_folds)), tta="flips"),
     )
+    resolved = resolve_model(cfg, "tiny")
     dim = hog_dim(SIZE, HogParams())
     rng = np.random.default_rng(1)
-    hog_stats = (rng.random(dim, dtype=np.float32) * 0.1, 0.05 + rng.random(dim, dtype=np.float32) * 0.1)
-    runtime = make_runtime(cfg.train, [0.3, 0.4, 0.5], [0.2, 0.25, 0.3], hog_stats, torch.device("cpu"))
+    all_stats = {
+        "image": {"mean": torch.tensor([0.3, 0.4, 0.5]), "std": torch.tensor([0.2, 0.25, 0.3])},
+        "hog": {"mean": torch.from_numpy(rng.random(dim, dtype=np.float32) * 0.1),
+                "std": torch.from_numpy(0.05 + rng.random(dim, dtype=np.float32) * 0.1)},
+    }  # fmt: skip
+    task = resolved.task()
+    stats = {name: all_stats[name] for name in task.sources}
+    runtime = make_runtime(cfg.train, stats, torch.device("cpu"))
     folds = []
     for fold in range(n_folds):
         torch.manual_seed(fold)
-        net = create_model(model_cfg, len(CLASSES), dim).eval()
-        folds.append(FoldModel("tiny", fold, net, model_inputs(arch), runtime, cfg, CLASSES))
+        net = resolved.build(ModelDims(len(CLASSES), {"image": 3, "hog": dim})).eval()
+        folds.append(FoldModel("tiny", fold, net, task, runtime, stats, cfg, CLASSES))
     return folds
 
 
-@pytest.mark.parametrize("arch", MODELS.names())
+@pytest.mark.parametrize("arch", discover_archs())
 def test_every_architecture_exports_to_an_equivalent_onnx_graph(arch, tmp_path):
-    inputs = model_inputs(arch)
-    folds = tiny_fold_models(arch, n_folds=1 if "image" in inputs else 2)  # two image nets double the export time
+    folds = tiny_fold_models(arch, n_folds=2)
+    inputs = folds[0].sources
+    if "image" in inputs:
+        folds = folds[:1]  # two image nets double the export time
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (5, SIZE, SIZE, 3), dtype=np.uint8)
     hog = (rng.random((5, hog_dim(SIZE, HogParams())), dtype=np.float32) * 0.3).astype(np.float32)

@@ -1,18 +1,18 @@
-"""mlic.hog against skimage.feature.hog: max abs difference <= HOG_TOLERANCE (1e-6) on real and edge-case images."""
+"""mlic.features.hog against skimage.feature.hog: max abs difference <= HOG_TOLERANCE (1e-6), real and edge cases."""
 
 import numpy as np
 import pytest
 from conftest import shared_path
 from skimage.feature import hog as skimage_hog
 
-from mlic.hog import HOG_TOLERANCE, HogParams, extract_hog, hog_batch, hog_dim
+from mlic.features.hog import HOG_TOLERANCE, HogParams, extract_hog, hog_batch, hog_dim
 
 PARAMS = [HogParams(9, 8, 2), HogParams(9, 16, 3), HogParams(12, 8, 3), HogParams(6, 10, 2)]  # 256 % 10 != 0
 EDGE_PARAMS = [HogParams(9, 8, 2), HogParams(12, 3, 1), HogParams(4, 2, 2), HogParams(1, 1, 1)]
 
 
 def reference(images: np.ndarray, p: HogParams) -> np.ndarray:
-    """skimage's HOG image by image, with the settings mlic.hog replicates."""
+    """skimage's HOG image by image, with the settings mlic.features.hog replicates."""
     ppc, cpb = (p.pixels_per_cell,) * 2, (p.cells_per_block,) * 2
     return np.stack([skimage_hog(im, p.orientations, ppc, cpb, block_norm="L2-Hys", channel_axis=-1) for im in images])
 
@@ -25,7 +25,7 @@ def assert_matches_skimage(images: np.ndarray, p: HogParams) -> None:
 
 @pytest.fixture(scope="module")
 def planet_chips() -> np.ndarray:
-    from mlic.images import read_image
+    from mlic.data.images import read_image
 
     paths = sorted(shared_path("planet", "train-jpg").glob("*.jpg"))
     if not paths:
@@ -47,7 +47,7 @@ def test_matches_skimage_on_chips_resized_to_64px(planet_chips, p):
 
 
 def test_matches_skimage_on_real_32px_chips():
-    from mlic.images import read_image
+    from mlic.data.images import read_image
 
     paths = sorted(shared_path("planet-32px", "train-jpg").glob("*.jpg"))[:200]
     if not paths:

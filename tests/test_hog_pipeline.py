@@ -5,8 +5,7 @@ import pandas as pd
 import pytest
 
 from mlic.config import config_from_dict
-from mlic.features import load_hog
-from mlic.prepared import load_prepared
+from mlic.layout import load_hog, load_prepared
 from mlic.stages import ensemble, folds, hog, prepare, submit, thresholds, train
 
 pytestmark = pytest.mark.slow
@@ -21,7 +20,11 @@ def project(sample_competition, tmp_path_factory):
         "prepare": {"out_dir": str(root / "prepare"), "image_size": 32, "crop_views": 2, "crop_scale": 0.8},
         "hog": {"out_dir": str(root / "hog"), "image_size": 32, "pixels_per_cell": 8, "cells_per_block": 2},
         "folds": {"out_file": str(root / "folds.csv"), "n_splits": 2},
-        "models": {m: {"arch": m, "backbone": "resnet10t", "hog_projection": 8} for m in MODELS},
+        "models": {
+            "hog_linear": {"arch": "hog_linear"},
+            "resnet50_hog": {"arch": "resnet50_hog", "backbone": "resnet10t", "hog_projection": 8},
+            "baseline": {"arch": "baseline", "backbone": "resnet10t"},
+        },
         "train": {
             "out_dir": str(root / "train"),
             "checkpoint_dir": str(root / "checkpoints"),
@@ -59,6 +62,7 @@ def test_crop_views_and_hog_arrays_line_up(project):
 def test_models_train_and_submit_on_crop_views(project, model):
     root, params = project
     cfg = config_from_dict({**params, "train": {**params["train"], "models": [model]}})
+    (root / "subs" / "submission.csv").unlink(missing_ok=True)  # the models share the path: each writes its own
     for fold in (0, 1):
         train.main(cfg, fold, model)
     ensemble.main(cfg)

@@ -2,19 +2,16 @@
 
 import pytest
 import torch
+from conftest import arch_model
 
-from mlic.config import ModelConfig
-from mlic.losses import create_loss
-from mlic.models import create_model
 from mlic.models.hourglass import POOLINGS
-from mlic.training import supervised_loss
+from mlic.tasks.multilabel import split_outputs
 
 NUM_CLASSES = 6
 
 
 def build(**kw):
-    torch.manual_seed(0)
-    return create_model(ModelConfig(arch="hourglass", backbone="resnet10t", **kw), NUM_CLASSES)
+    return arch_model("hourglass", NUM_CLASSES, backbone="resnet10t", **kw)[0]
 
 
 @pytest.mark.parametrize("pooling", POOLINGS.names())
@@ -38,14 +35,22 @@ def test_label_maps_come_out_per_label_at_the_finest_scale():
 
 
 def test_deep_supervision_trains_every_scale_and_predicts_plain_logits():
-    model = build(deep_supervision=True).train()
-    out = model(torch.randn(2, 3, 64, 64))
+    """The task adds the mean loss of the coarser scales' pooled logits, logged as its own part."""
+    model, task = arch_model("hourglass", NUM_CLASSES, backbone="resnet10t", deep_supervision=True)
+    target = (torch.rand(2, NUM_CLASSES) > 0.5).float()
+    task.setup(target.numpy())
+    batch = {"image": torch.randn(2, 3, 64, 64), "target": target}
+    model.train()
+    torch.manual_seed(1)
+    out = model(batch["image"])
     assert set(out) == {"logits", "aux_logits"} and len(out["aux_logits"]) == 3
-    loss = supervised_loss(model, {"image": torch.randn(2, 3, 64, 64)}, ("image",), torch.ones(2, NUM_CLASSES),
-                           create_loss("bce"))  # fmt: skip
-    loss.backward()
-    coarsest = model.to_labels[-1].weight.grad
-    assert coarsest is not None and coarsest.abs().sum() > 0
+    logits, aux = split_outputs(out)
+    expected_aux = sum(task.loss_fn(a, target) for a in aux) / 3
+    step = task.training_step(model, batch)
+    assert set(step.parts) == {"main", "deep_supervision"}
+    assert step.parts["deep_supervision"].item() == pytest.approx(expected_aux.item(), rel=1e-5)
+    assert step.loss.item() == pytest.approx(step.parts["main"].item() + expected_aux.item(), rel=1e-5)
+    assert step.parts["deep_supervision"].item() > 0
     assert model.eval()(torch.randn(1, 3, 64, 64)).shape == (1, NUM_CLASSES)
 
 

@@ -1,11 +1,23 @@
+import os
+import stat
+
 import numpy as np
 import pytest
 
-from mlic.folds import assign_folds, fold_label_counts
+from mlic.data.folds import assign_folds, fold_label_counts
 from mlic.io import atomic_path, write_json
 
 
-def test_atomic_file_is_not_left_behind_on_failure(tmp_path):
+@pytest.fixture
+def umask():
+    """A umask of 0o027 for the test: it tells a mode that honours the umask (0o640) apart from mkstemp's
+    owner-only 0o600 and from a hard-coded 0o644, which the usual 0o022 or 0o077 would not."""
+    old = os.umask(0o027)
+    yield 0o027
+    os.umask(old)
+
+
+def test_atomic_file_is_not_left_behind_on_failure(tmp_path, umask):
     target = tmp_path / "out.json"
     with pytest.raises(RuntimeError), atomic_path(target) as tmp:
         tmp.write_text("half")
@@ -13,10 +25,10 @@ def test_atomic_file_is_not_left_behind_on_failure(tmp_path):
     assert list(tmp_path.iterdir()) == []
     write_json(target, {"b": 1, "a": 2})
     assert target.read_text() == '{\n  "a": 2,\n  "b": 1\n}\n'
-    assert target.stat().st_mode & 0o044  # readable by others, like any normal file
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask  # the mode of any normal file, not owner-only
 
 
-def test_atomic_directory_replaces_whole_or_not_at_all(tmp_path):
+def test_atomic_directory_replaces_whole_or_not_at_all(tmp_path, umask):
     target = tmp_path / "dir"
     with atomic_path(target, is_dir=True) as tmp:
         (tmp / "a.txt").write_text("1")
@@ -25,6 +37,7 @@ def test_atomic_directory_replaces_whole_or_not_at_all(tmp_path):
         raise KeyError("crash")
     assert [p.name for p in tmp_path.iterdir()] == ["dir"]
     assert [p.name for p in target.iterdir()] == ["a.txt"]
+    assert stat.S_IMODE(target.stat().st_mode) == 0o777 & ~umask  # like mkdir, not mkdtemp's owner-only 0o700
 
 
 def test_folds_are_reproducible_and_stratified():

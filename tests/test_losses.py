@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss
 
 from mlic.errors import ConfigError
-from mlic.losses import LOSSES, create_loss
+from mlic.tasks.losses import LOSSES, create_loss
 
 N, C = 6, 5
 FREQ = torch.tensor([0.01, 0.1, 0.3, 0.5, 0.9])

@@ -8,9 +8,9 @@ import pytest
 from conftest import shared_path
 from sklearn.metrics import average_precision_score, f1_score, fbeta_score, precision_score, recall_score
 
-from mlic.competitions.planet import PLANET_TAGS
 from mlic.config import ThresholdsConfig
-from mlic.labels import encode_labels
+from mlic.data.competitions.planet import PLANET_TAGS
+from mlic.data.labels import encode_labels
 from mlic.metrics import (
     average_precision_per_class,
     fbeta_samples,
@@ -21,15 +21,8 @@ from mlic.metrics import (
     summary_metrics,
     top_k_predictions,
 )
-from mlic.thresholds import (
-    best_cut,
-    binarize,
-    fit_thresholds,
-    nested_evaluation,
-    regularise,
-    shared_threshold_scores,
-    threshold_grid,
-)
+from mlic.predict.threshold_fitting import best_cut, fit_thresholds, nested_evaluation, regularise
+from mlic.predict.thresholds import binarize, shared_threshold_scores, threshold_grid
 
 
 def model_like(labels: np.ndarray, seed: int = 0, strength: float = 2.0) -> np.ndarray:
@@ -159,7 +152,7 @@ def test_best_cut_gain_equals_the_change_in_summed_score(noisy):
 
 
 @pytest.mark.parametrize("method", ["global", "per_class_exact", "optuna"])
-def test_methods_are_deterministic_and_beat_a_bad_threshold(noisy, method, tmp_path):
+def test_methods_are_deterministic_and_beat_the_default_threshold(noisy, method, tmp_path):
     labels, probs = noisy
     cfg = ThresholdsConfig(method=method, optuna_trials=20, optuna_storage=str(tmp_path / "a.db"))
     thresholds = fit_thresholds(probs, labels, cfg)
@@ -167,7 +160,10 @@ def test_methods_are_deterministic_and_beat_a_bad_threshold(noisy, method, tmp_p
         probs, labels, ThresholdsConfig(**{**cfg.__dict__, "optuna_storage": str(tmp_path / "b.db")})
     )
     assert np.array_equal(thresholds, again)
-    assert fbeta_samples(labels, binarize(probs, thresholds)) > fbeta_samples(labels, binarize(probs, 0.99))
+    # The untuned 0.5 cut is a candidate of every method, and on these weak probabilities F2's best cuts lie well
+    # below it (0.71 at 0.5; 0.80 global, 0.89 per class): fitting must beat it clearly, not just tie.
+    at_half = fbeta_samples(labels, binarize(probs, 0.5))
+    assert fbeta_samples(labels, binarize(probs, thresholds)) >= at_half + 0.05
 
 
 def test_exact_beats_global_and_optuna_starts_from_exact(noisy, tmp_path):

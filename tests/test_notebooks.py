@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import nbformat
@@ -35,11 +34,22 @@ def test_notebook_runs_on_a_finished_run(path: Path, finished_run: Path, monkeyp
     monkeypatch.setenv("MLIC_RUN", str(finished_run))
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    client = NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
+    try:
+        client.execute()  # a failing cell raises, naming it
+    finally:
+        nbformat.write(nb, tmp_path / path.name)  # the executed copy, for a look when the test fails
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     tables = [o for o in outputs if "text/html" in o.get("data", {})]
     assert images and tables, f"{path.name}: expected figures and tables, got {len(images)} and {len(tables)}"
-    nbformat.write(nb, tmp_path / path.name)  # executed copy, for a look when the test fails
-    assert os.environ["MLIC_RUN"] == str(finished_run)
+    text = "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) for o in outputs)
+    assert str(finished_run.resolve()) in text  # the first cell prints the run it opened: the finished run
+    expected = {
+        "01_data": ["primary"],  # a Planet tag in the label tables
+        "02_folds": ["model baseline (baseline)"],  # the fold notebook's model line
+        "03_compare": ["shrink-4", "hourglass"],  # the fixture's experiment, and the second model
+    }[path.stem]
+    assert all(word in text for word in expected), f"{path.name}: missing {expected} in the outputs"
+    if path.stem == "02_folds":
+        assert "no hourglass model" not in text  # the run has one: its label maps were drawn

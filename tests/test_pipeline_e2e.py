@@ -1,6 +1,7 @@
 """The whole pipeline under `dvc repro`, on a tiny sample, in a temporary project."""
 
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -9,11 +10,11 @@ import pytest
 import yaml
 from finished_run import copy_pipeline, merge, run_tool
 
-from mlic.competitions.planet import PLANET_TAGS
+from mlic.data.competitions.planet import PLANET_TAGS
 
 pytestmark = pytest.mark.slow
 
-BASE_STAGES = ["sample", "prepare", "hog", "folds", "ensemble", "thresholds", "submit", "evaluate"]
+BASE_STAGES = ["sample", "code@baseline", "prepare", "hog", "folds", "ensemble", "thresholds", "submit", "evaluate"]
 TRAIN_STAGES = ["train@baseline-0", "train@baseline-1"]
 TINY = {
     "sample": {"n_train": 120, "n_test": 30, "image_size": 32},
@@ -39,17 +40,33 @@ def _stages_run(log: str) -> list[str]:
     return re.findall(r"Running stage '([^']+)'", log)
 
 
+def _copy(project: Path, tmp_path: Path) -> Path:
+    """A private copy of a project (outputs, DVC cache and run cache included), for a test to edit."""
+    return Path(shutil.copytree(project, tmp_path / "project", symlinks=True))
+
+
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
+def first_repro(tmp_path_factory) -> tuple[Path, str]:
+    """The tiny project after its first `dvc repro`, and that run's log. Tests read it; editing tests copy it."""
     root = copy_pipeline(tmp_path_factory.mktemp("project"), TINY)
     _dvc(root, "init", "--no-scm", "-q")
+    return root, _dvc(root, "repro")
+
+
+@pytest.fixture(scope="module")
+def with_hog_linear(first_repro, tmp_path_factory) -> Path:
+    """The tiny project with a second model, hog_linear, added and reproduced."""
+    root = _copy(first_repro[0], tmp_path_factory.mktemp("two_models"))
+    _edit_params(root, {"train": {"models": ["baseline", "hog_linear"]}})
+    _dvc(root, "repro")
     return root
 
 
-def test_repro_writes_a_valid_submission_and_metrics(project):
-    log = _dvc(project, "repro")
+def test_repro_writes_a_valid_submission_and_metrics(first_repro):
+    project, log = first_repro
     ran = _stages_run(log)
-    assert ran[:2] == ["sample", "prepare"] and ran.index(TRAIN_STAGES[0]) > max(ran.index("hog"), ran.index("folds"))
+    assert ran.index("sample") < ran.index("prepare") < min(ran.index("hog"), ran.index("folds"))
+    assert ran.index(TRAIN_STAGES[0]) > max(ran.index("hog"), ran.index("folds"), ran.index("code@baseline"))
     assert sorted(ran) == sorted(BASE_STAGES + TRAIN_STAGES)
     submission = pd.read_csv(project / "submissions" / "submission.csv", dtype=str, keep_default_na=False)
     sample = pd.read_csv(project / "data/raw/sample/sample_submission_v2.csv", dtype=str)
@@ -74,49 +91,61 @@ def test_repro_writes_a_valid_submission_and_metrics(project):
         curves = pd.read_csv(fold_dir / "live/plots/metrics/val_f2.tsv", sep="\t")
         assert len(curves) == 2  # one point per epoch
     assert not any((project / "data/interim/checkpoints").rglob("*.pt"))  # resume state goes once a fold ends
+    manifest = yaml.safe_load((project / "data/interim/code/baseline.json").read_text())
+    assert manifest["arch"] == "baseline" and "src/mlic/models/baseline.py" in manifest["files"]
+    assert not [f for f in manifest["files"] if f.startswith("src/mlic/models/") and "baseline" not in f
+                and not f.endswith(("registry.py", "backbones.py", "__init__.py"))]  # fmt: skip
 
 
-def test_second_repro_does_nothing(project):
+def test_second_repro_does_nothing(first_repro, tmp_path):
+    project = _copy(first_repro[0], tmp_path)
     log = _dvc(project, "repro")
     assert _stages_run(log) == []
     assert "up to date" in log
 
 
-def test_changing_epochs_reruns_only_train_and_after(project):
+def test_changing_epochs_reruns_only_train_and_after(first_repro, tmp_path):
+    project = _copy(first_repro[0], tmp_path)
     _edit_params(project, {"train": {"epochs": 1, "warmup_epochs": 0.5}})
     ran = _stages_run(_dvc(project, "repro"))
     assert ran[:2] == TRAIN_STAGES
-    assert set(ran) <= {*TRAIN_STAGES, *BASE_STAGES[4:]}
+    assert set(ran) <= {*TRAIN_STAGES, *BASE_STAGES[5:]}
     assert "thresholds" in ran
 
 
-def test_adding_a_model_adds_its_stages_and_reruns_no_other_model(project):
+def test_adding_a_model_adds_its_stages_and_reruns_no_other_model(first_repro, tmp_path):
+    project = _copy(first_repro[0], tmp_path)
     _edit_params(project, {"train": {"models": ["baseline", "hog_linear"]}})
     ran = _stages_run(_dvc(project, "repro"))
-    assert sorted(ran) == sorted(["train@hog_linear-0", "train@hog_linear-1", *BASE_STAGES[4:]])
+    assert sorted(ran) == sorted(["code@hog_linear", "train@hog_linear-0", "train@hog_linear-1", *BASE_STAGES[5:]])
     _edit_params(project, {"models": {"hog_linear": {"drop_rate": 0.1}}})  # one model's knob: only its stages
     ran = _stages_run(_dvc(project, "repro"))
-    assert ran[:2] == ["train@hog_linear-0", "train@hog_linear-1"] and not set(ran) & set(TRAIN_STAGES)
+    assert ran[:3] == ["code@hog_linear", "train@hog_linear-0", "train@hog_linear-1"]
+    assert not set(ran) & {*TRAIN_STAGES, "code@baseline"}
     metrics = yaml.safe_load((project / "reports" / "metrics.json").read_text())
     assert set(metrics["models"]) == {"baseline", "hog_linear"}
 
 
-def test_changing_the_ensemble_or_thresholds_reruns_only_what_reads_them(project):
+def test_changing_the_ensemble_or_thresholds_reruns_only_what_reads_them(with_hog_linear, tmp_path):
+    project = _copy(with_hog_linear, tmp_path)
     _edit_params(project, {"ensemble": {"method": "weighted"}})
-    assert sorted(_stages_run(_dvc(project, "repro"))) == sorted(BASE_STAGES[4:])
+    assert sorted(_stages_run(_dvc(project, "repro"))) == sorted(BASE_STAGES[5:])
     weights = yaml.safe_load((project / "data/processed/ensemble/weights.json").read_text())
     assert set(weights) == {"baseline", "hog_linear"} and sum(weights.values()) == pytest.approx(1.0, abs=1e-5)
     _edit_params(project, {"thresholds": {"shrink": 5.0}})
-    assert sorted(_stages_run(_dvc(project, "repro"))) == sorted(BASE_STAGES[5:])
+    assert sorted(_stages_run(_dvc(project, "repro"))) == sorted(BASE_STAGES[6:])
 
 
-def test_same_seed_gives_the_same_folds_and_submission(project):
-    outputs = ("data/raw/sample/train_v2.csv", "data/processed/folds.csv", "submissions/submission.csv")
+def test_same_seed_gives_the_same_folds_and_submission(with_hog_linear, tmp_path):
+    project = _copy(with_hog_linear, tmp_path)
+    outputs = ("data/raw/sample/train_v2.csv", "data/processed/folds.csv", "submissions/submission.csv",
+               "data/interim/code/baseline.json")  # fmt: skip
     oof_file = project / "data/processed/train/baseline/fold_0/oof.npz"
     before = {p: (project / p).read_bytes() for p in outputs}
     oof_before = np.load(oof_file)["probs"]
     ran = _stages_run(_dvc(project, "repro", "--force"))  # recompute every stage, nothing restored from DVC's cache
-    assert sorted(ran) == sorted(BASE_STAGES + TRAIN_STAGES + ["train@hog_linear-0", "train@hog_linear-1"])
+    models = ["code@hog_linear", "train@hog_linear-0", "train@hog_linear-1"]
+    assert sorted(ran) == sorted(BASE_STAGES + TRAIN_STAGES + models)
     for path, content in before.items():
         assert (project / path).read_bytes() == content, path
     assert np.array_equal(np.load(oof_file)["probs"], oof_before)  # training itself is seeded, augmentation included

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from mlic.cli import main
-from mlic.images import read_image
+from mlic.data.images import read_image
 
 pytestmark = pytest.mark.slow
 

@@ -29,9 +29,15 @@ def test_report_numbers_are_the_runs(report: str, finished_run: Path):
     for model in ("baseline", "hourglass"):
         assert re.search(rf"^\| {model}\s+\|\s+0\s+\|", report, flags=re.M), f"fold 0 of {model} missing"
     methods = json.loads((finished_run / "reports" / "thresholds.json").read_text())
-    assert "per_class_exact (used)" in report and all(m in report for m in methods)
+    assert metrics["threshold_method"] in methods
+    for name, scores in methods.items():
+        # the method's own row of the threshold table, marked if the submission uses it, with the run's F2s
+        label = re.escape(name + (" (used)" if name == metrics["threshold_method"] else ""))
+        in_sample, nested = scores["in_sample"]["f2_samples"], scores["nested"]["f2_samples"]
+        row = rf"^\| {label}\s+\|\s+{in_sample:.4f}\s+\|\s+{nested:.4f}\s+\|"
+        assert len(re.findall(row, report, flags=re.M)) == 1, f"threshold method {name} missing or wrong"
     per_class = (finished_run / "reports" / "per_class.csv").read_text().splitlines()[1:]
-    assert all(f"| {line.split(',')[0]} " in report for line in per_class), "a class is missing from the table"
+    assert per_class and all(f"| {line.split(',')[0]} " in report for line in per_class), "a class is missing"
 
 
 def test_report_figures_exist(report: str, finished_run: Path):

@@ -21,16 +21,16 @@ pytestmark = pytest.mark.slow
 KILLER = """
 import os, signal, sys
 from pathlib import Path
-import mlic.training
+import mlic.train.batches
 checkpoint, kill_after, fetched = Path(sys.argv[1]), int(sys.argv[2]), [0]
-original = mlic.training.CachedSamples.__getitem__
+original = mlic.train.batches.CachedSamples.__getitem__
 def getitem(self, i):
     if self.transform is not None and checkpoint.is_file():  # a training sample, after epoch 1's checkpoint
         fetched[0] += 1
         if fetched[0] == kill_after:
             os.kill(os.getpid(), signal.SIGKILL)
     return original(self, i)
-mlic.training.CachedSamples.__getitem__ = getitem
+mlic.train.batches.CachedSamples.__getitem__ = getitem
 from mlic.cli import main
 sys.exit(main(sys.argv[3:]))
 """
@@ -78,7 +78,7 @@ def _outputs(params: Path, model: str) -> dict:
     fold_dir = Path(yaml.safe_load(params.read_text())["train"]["out_dir"]) / model / "fold_0"
     with np.load(fold_dir / "oof.npz") as oof:
         probs = oof["probs"]
-    weights = torch.load(fold_dir / "model.pt", weights_only=False)["state_dict"]
+    weights = torch.load(fold_dir / "model.pt", weights_only=True)["state_dict"]  # tensors and plain types only
     curves = (fold_dir / "live/plots/metrics/train_loss.tsv").read_text().splitlines()
     return {"oof": probs, "test": np.load(fold_dir / "test.npy"), "weights": weights, "curves": curves}
 
@@ -142,5 +142,10 @@ def test_ddp_trains_a_cnn_with_batch_norm(root, sample_competition):
     torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "mlic.cli"]
     result = _run([*torchrun, "--params", str(params), "train", "--model", "baseline", "--fold", "0"])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stdout.count("val F2 with TTA") == 1  # rank 0 alone writes and reports
     out = _outputs(params, "baseline")
     assert np.isfinite(out["oof"]).all() and out["oof"].shape[0] == 20
+    running = {k: v for k, v in out["weights"].items() if k.endswith(("running_mean", "running_var"))}
+    assert running and all(torch.isfinite(v).all() for v in running.values())
+    means = [v for k, v in running.items() if k.endswith("running_mean")]
+    assert any(v.abs().sum() > 0 for v in means)  # batch norm saw the data (its running means left their zeros)

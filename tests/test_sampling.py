@@ -9,7 +9,7 @@ import torch
 from conftest import shared_path
 from torch.utils.data import DataLoader, TensorDataset
 
-from mlic.sampling import (
+from mlic.train.sampling import (
     RandomBatchSampler,
     ShardedBatchSampler,
     StratifiedBatchSampler,
@@ -124,8 +124,8 @@ def test_oversampling_raises_rare_label_share(imbalanced):
 
 
 def test_real_planet_labels_stratified_below_random():
-    from mlic.competitions.planet import PLANET_TAGS
-    from mlic.labels import encode_labels
+    from mlic.data.competitions.planet import PLANET_TAGS
+    from mlic.data.labels import encode_labels
 
     frame = pd.read_csv(shared_path("planet-32px", "train_v2.csv"))
     labels = encode_labels([tags.split() for tags in frame["tags"]], PLANET_TAGS)

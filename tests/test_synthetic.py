@@ -3,8 +3,8 @@ import collections
 import numpy as np
 import pytest
 
-from mlic.competitions.planet import PLANET_TAGS
-from mlic.synthetic import WEATHER_TAGS, make_chip, render_chip, sample_tags
+from mlic.data.competitions.planet import PLANET_TAGS
+from mlic.data.synthetic import WEATHER_TAGS, make_chip, render_chip, sample_tags
 
 # Tag frequencies of the real train_v2.csv (40,479 chips).
 REAL_FREQUENCIES = {
@@ -19,6 +19,12 @@ REAL_FREQUENCIES = {
     "haze": 0.0666,
     "cloudy": 0.0516,
     "bare_ground": 0.0213,
+    "selective_logging": 0.0084,
+    "artisinal_mine": 0.0084,
+    "blooming": 0.0082,
+    "slash_burn": 0.0052,
+    "blow_down": 0.0025,
+    "conventional_mine": 0.0025,
 }
 
 
@@ -39,9 +45,13 @@ def test_label_structure_is_planets(label_sets):
 
 
 def test_tag_frequencies_are_close_to_the_real_ones(label_sets):
-    counts = collections.Counter(t for tags in label_sets for t in tags)
+    assert set(REAL_FREQUENCIES) == set(PLANET_TAGS)  # every tag is checked, the rare ones too
+    counts, n = collections.Counter(t for tags in label_sets for t in tags), len(label_sets)
     for tag, real in REAL_FREQUENCIES.items():
-        assert counts[tag] / len(label_sets) == pytest.approx(real, rel=0.12, abs=0.006), tag
+        # Sampling noise of a 20,000-chip estimate (3.5 standard errors) plus 1% of the frequency for the label
+        # model's own small bias (e.g. the primary top-up); the rare tags are checked as tightly as noise allows.
+        tolerance = 3.5 * np.sqrt(real * (1 - real) / n) + 0.01 * real
+        assert abs(counts[tag] / n - real) <= tolerance, (tag, counts[tag] / n, real)
     habitation = [t for t in label_sets if "habitation" in t]
     assert np.mean(["road" in t for t in habitation]) > 0.6  # roads follow settlements, as in the real data
 

@@ -1,8 +1,9 @@
 """The `mlic` command: `mlic <stage>` runs one pipeline stage (dvc.yaml calls exactly these), and a few tools.
 
-Stages: sample, prepare, hog, folds, train --model M --fold N [--resume], ensemble, thresholds, submit, evaluate.
+Stages: sample, code --model M, prepare, hog, folds, train --model M --fold N [--resume], ensemble, thresholds,
+submit, evaluate.
 Multi-GPU: torchrun --nproc_per_node N -m mlic.cli train --model M --fold N.
-Tools: check, validate-submission, score, download, predict, export-onnx.
+Tools: check, validate-submission, score, download, predict, export-onnx, dvc-deps.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from pathlib import Path
 
 from mlic.config import DEFAULT_PARAMS, Config, load_config
 from mlic.errors import MlicError
+
+
+def _code_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="entry of the `models` section (default: the first of train.models)")
 
 
 def _train_args(parser: argparse.ArgumentParser) -> None:
@@ -31,6 +36,7 @@ def _train_args(parser: argparse.ArgumentParser) -> None:
 # tools without a model never pay for importing torch.
 STAGES: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None] | None]] = {
     "sample": ("sample", "generate the embedded synthetic Planet-like competition", None),
+    "code": ("code", "check a models entry and record its architecture's source files", _code_args),
     "prepare": ("prepare", "read and check the data, build the label matrix and image cache", None),
     "hog": ("hog", "HOG features of every cached image view", None),
     "folds": ("folds", "multilabel-stratified k-fold split", None),
@@ -88,6 +94,11 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--opset", type=int, help="ONNX opset version (default: the exporter's)")
 
 
+def _deps_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--file", type=Path, default=Path("dvc.yaml"), help="pipeline file (default: %(default)s)")
+    p.add_argument("--write", action="store_true", help="rewrite the code deps instead of only reporting them")
+
+
 # Tool name -> (function name in mlic.tools, help, arguments).
 TOOLS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = {
     "check": ("check", "scan a dataset and list every problem", _check_args),
@@ -100,6 +111,7 @@ TOOLS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = {
     ),
     "predict": ("predict", "predict tags of new images with a finished run's folds and thresholds", _predict_args),
     "export-onnx": ("export_onnx", "export a trained model (its folds, TTA and normalisation) to ONNX", _export_args),
+    "dvc-deps": ("dvc_deps", "check (or --write) each stage's code deps in dvc.yaml against the imports", _deps_args),
 }
 
 

@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,12 @@ from mlic.io import write_text
 DEFAULT_PARAMS = "params.yaml"
 
 
-def _fail(key: str, message: str, fix: str | None = None) -> typing.NoReturn:
+def invalid(key: str, message: str, fix: str | None = None) -> typing.NoReturn:
+    """Raise the ConfigError of a bad params key: `key: message`, with the fix."""
     raise ConfigError(f"{key}: {message}", path=DEFAULT_PARAMS, fix=fix)
+
+
+_fail = invalid
 
 
 @dataclass(frozen=True)
@@ -148,38 +153,29 @@ class FoldsConfig:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    """One entry of the `models` section: which registered architecture to build, and its knobs.
+class ModelEntry:
+    """One entry of the `models` section: its registered architecture and that architecture's own keys.
 
-    Error messages name keys `model.<key>`; the loader rewrites them to `models.<entry>.<key>`.
+    The keys are checked by the architecture's config class (`mlic.models.registry.resolve_model`), where an unknown
+    key is an error naming the entry, the arch and the key. They are kept raw here so that reading params.yaml imports
+    no model code: a stage depends only on the modules it uses (see `mlic.deps`).
     """
 
-    arch: str = "baseline"
-    backbone: str = "resnet18"
-    pretrained: bool = False
-    pretrained_file: str | None = None
-    extra_filters: int = 128
-    drop_rate: float = 0.0
-    hog_projection: int = 0  # HOG models: project the standardised HOG vector to this width first (0: no layer)
-    feature_indices: tuple[int, ...] = (1, 2, 3, 4)  # hourglass: backbone stages whose feature maps it uses
-    dilation: int = 2  # hourglass: dilation of the 3x3 conv that maps features to one channel per label
-    se_reduction: int = 4  # hourglass: squeeze-excitation bottleneck = labels / se_reduction
-    pooling: str = "avg"  # hourglass: global pooling of the label maps (registry: avg, max, lse)
-    deep_supervision: bool = False  # hourglass: also train each scale's pooled output
+    arch: str
+    options: dict[str, Any] = field(default_factory=dict)
 
-    def __post_init__(self):
-        if self.pretrained_file is not None and not self.pretrained:
-            _fail("model.pretrained_file", "is set but pretrained is false", "set pretrained: true in the same entry")
-        if self.extra_filters < 1:
-            _fail("model.extra_filters", f"must be >= 1, got {self.extra_filters}")
-        if not 0.0 <= self.drop_rate < 1.0:
-            _fail("model.drop_rate", f"must be in [0, 1), got {self.drop_rate}")
-        if self.hog_projection < 0:
-            _fail("model.hog_projection", f"must be >= 0, got {self.hog_projection}")
-        if not self.feature_indices or sorted(set(self.feature_indices)) != list(self.feature_indices):
-            _fail("model.feature_indices", f"must be increasing stage indices, got {list(self.feature_indices)}")
-        if self.dilation < 1 or self.se_reduction < 1:
-            _fail("model.dilation", "dilation and se_reduction must be >= 1")
+    def to_dict(self) -> dict[str, Any]:
+        """The entry as written in params.yaml."""
+        return {"arch": self.arch, **_plain(self.options)}
+
+
+def _model_entry(key: str, value: Any) -> ModelEntry:
+    if not isinstance(value, dict):
+        _fail(key, f"expected a mapping with an `arch` key, got {value!r}")
+    arch = value.get("arch")
+    if not isinstance(arch, str) or not arch:
+        _fail(f"{key}.arch", "missing: every models entry names its architecture", "e.g. arch: baseline")
+    return ModelEntry(arch, {str(k): v for k, v in value.items() if k != "arch"})
 
 
 @dataclass(frozen=True)
@@ -188,6 +184,7 @@ class TrainConfig:
 
     out_dir: str = "data/processed/train"
     checkpoint_dir: str = "data/interim/checkpoints"  # per-epoch resume state; removed once a fold finishes
+    code_dir: str = "data/interim/code"  # stage `code`: each trained model's checked entry and architecture sources
     models: tuple[str, ...] = ("baseline",)  # entries of the `models` section to train, one DVC stage per fold
     folds: tuple[int, ...] = (0, 1, 2)
     epochs: int = 10
@@ -203,8 +200,6 @@ class TrainConfig:
     early_stopping_patience: int = 0  # stop after N epochs without a better fold F-beta, keep the best epoch (0: off)
     sampler: str = "random"  # random, or stratified: batches whose label frequencies track the training set's
     oversample_power: float = 0.0  # stratified sampler: draw samples ~ (1 / rarest label frequency) ** power
-    loss: str = "bce"
-    loss_options: dict[str, float | None] = field(default_factory=dict)  # e.g. {gamma: 2.0} for focal; see mlic.losses
     augment: str = "satellite"
     tta: str = "flips"
     amp: bool = True
@@ -308,7 +303,7 @@ class Config:
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     hog: HogConfig = field(default_factory=HogConfig)
     folds: FoldsConfig = field(default_factory=FoldsConfig)
-    models: dict[str, ModelConfig] = field(default_factory=lambda: {"baseline": ModelConfig()})
+    models: dict[str, ModelEntry] = field(default_factory=lambda: {"baseline": ModelEntry("baseline")})
     train: TrainConfig = field(default_factory=TrainConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     thresholds: ThresholdsConfig = field(default_factory=ThresholdsConfig)
@@ -328,7 +323,7 @@ class Config:
                     f"known: {', '.join(self.models)}",
                 )
 
-    def model(self, key: str) -> ModelConfig:
+    def model(self, key: str) -> ModelEntry:
         """The `models` entry called `key`."""
         if key not in self.models:
             _fail("models", f"no entry {key!r}", f"known: {', '.join(self.models)}")
@@ -344,7 +339,17 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict, as in params.yaml (tuples become lists)."""
-        return _plain(dataclasses.asdict(self))
+        plain = _plain(dataclasses.asdict(self))
+        plain["models"] = {key: entry.to_dict() for key, entry in self.models.items()}
+        return plain
+
+    def narrowed(self, model: str, fold: int) -> Config:
+        """This config as one fold of one model sees it: `models` and `train.models` hold that entry alone.
+
+        Fold checkpoints carry it, so that they rebuild from their own file, and the resume fingerprint covers it.
+        """
+        train = dataclasses.replace(self.train, models=(model,), folds=(fold,))
+        return dataclasses.replace(self, models={model: self.model(model)}, train=train)
 
 
 def _plain(value: Any) -> Any:
@@ -365,8 +370,8 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             _fail(key, f"expected a mapping, got {value!r}")
-        if dataclasses.is_dataclass(args[1]):
-            return {str(k): _build_entry(args[1], v, f"{key}.{k}") for k, v in value.items()}
+        if args[1] is ModelEntry:
+            return {str(k): _model_entry(f"{key}.{k}", v) for k, v in value.items()}
         return {str(k): _coerce(f"{key}.{k}", args[1], v) for k, v in value.items()}
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
@@ -382,8 +387,8 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
     _fail(key, f"expected {getattr(hint, '__name__', hint)}, got {value!r} ({type(value).__name__})")
 
 
-def _build(cls: type, data: Any, prefix: str) -> Any:
-    """Build dataclass `cls` from a mapping, rejecting unknown keys with a did-you-mean hint."""
+def _build(cls: type, data: Any, prefix: str, owner: str = "") -> Any:
+    """Build dataclass `cls` from a mapping, rejecting unknown keys with a did-you-mean hint naming their `owner`."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -395,24 +400,24 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         full = f"{prefix}.{key}" if prefix else str(key)
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
-            _fail(
-                full, "unknown key" + (f"; did you mean {close[0]!r}?" if close else ""), f"known: {', '.join(names)}"
-            )
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            _fail(full, f"unknown key{f' for {owner}' if owner else ''}{hint}", f"known: {', '.join(names)}")
         hint = hints[key]
         kwargs[key] = _build(hint, value, full) if dataclasses.is_dataclass(hint) else _coerce(full, hint, value)
     return cls(**kwargs)
 
 
-def _build_entry(cls: type, data: Any, prefix: str) -> Any:
-    """Build one named entry (e.g. `models.hourglass`), naming the entry in its own checks' messages."""
+def build_entry(cls: type, data: dict[str, Any], prefix: str, owner: str) -> Any:
+    """Build one typed entry of params (e.g. `models.hourglass` as the hourglass arch's config class).
+
+    Unknown keys are errors naming `prefix.key` and the `owner` ("arch 'hourglass'"); the class's own checks name
+    the bare key (`invalid("dilation", ...)`) and get the prefix here.
+    """
     try:
-        return _build(cls, data, prefix)
+        return _build(cls, data, prefix, owner)
     except ConfigError as exc:
-        section = cls.__name__.removesuffix("Config").lower()  # ModelConfig's checks say `model.<key>`
-        message = exc.message
-        if message.startswith(f"{section}."):
-            message = message.replace(f"{section}.", f"{prefix}.", 1)
-        raise ConfigError(message, path=DEFAULT_PARAMS, fix=exc.fix) from None
+        message = exc.message if exc.message.startswith(f"{prefix}.") else f"{prefix}.{exc.message}"
+        raise ConfigError(f"{message} ({owner})", path=DEFAULT_PARAMS, fix=exc.fix) from None
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
@@ -441,6 +446,23 @@ def load_config(path: str | Path = DEFAULT_PARAMS) -> Config:
         raise ConfigError(exc.message, path=path, fix=exc.fix) from None
 
 
-def save_config(cfg: Config, path: str | Path) -> None:
-    """Write the resolved config (every key, defaults filled in) as YAML, atomically."""
-    write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+def select_sections(data: dict[str, Any], sections: Sequence[str]) -> dict[str, Any]:
+    """The parts of a nested params mapping named by dotted keys ("data", "train.models"), nested as in params."""
+    picked: dict[str, Any] = {}
+    for dotted in sections:
+        *parents, leaf = dotted.split(".")
+        source, target = data, picked
+        for part in parents:
+            source, target = source[part], target.setdefault(part, {})
+        target[leaf] = source[leaf]
+    return picked
+
+
+def save_config(cfg: Config, path: str | Path, sections: Sequence[str] | None = None) -> None:
+    """Write the resolved config (defaults filled in) as YAML, atomically: all of it, or only `sections`.
+
+    A stage saves the sections it reads, so that its output changes only when its inputs do (a stage whose output
+    changes reruns everything downstream of it).
+    """
+    data = cfg.to_dict()
+    write_text(path, yaml.safe_dump(select_sections(data, sections) if sections else data, sort_keys=False))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
@@ -33,6 +34,15 @@ class Registry(Generic[T]):
             return obj
 
         return add
+
+    @contextlib.contextmanager
+    def registered(self, name: str, obj: T) -> Iterator[T]:
+        """Register `obj` as `name` for the duration of a `with` block (a test's or a notebook's own entry)."""
+        self.register(name)(obj)
+        try:
+            yield obj
+        finally:
+            del self._entries[name]
 
     def get(self, name: str) -> T:
         """The entry called `name`, or a ConfigError listing the known names and the closest match."""

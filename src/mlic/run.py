@@ -8,7 +8,6 @@ Notebooks, `mlic predict` and `mlic export-onnx` open a run this way, from any w
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,15 +16,20 @@ import pandas as pd
 
 from mlic.config import DEFAULT_PARAMS, Config, load_config
 from mlic.errors import MlicError
-from mlic.predictions import (
-    FOLD_METRICS_FILE,
-    WEIGHTS_FILE,
+from mlic.layout import (
+    METRICS_FILE,
     EnsemblePredictions,
     FoldPredictions,
+    Prepared,
     load_all_folds,
     load_ensemble,
+    load_ensemble_weights,
+    load_fold_metrics,
+    load_folds,
+    load_prepared,
+    load_training_curves,
+    read_json,
 )
-from mlic.prepared import Prepared, load_folds, load_prepared
 
 
 @dataclass(frozen=True)
@@ -62,7 +66,7 @@ class Run:
 
     def ensemble_weights(self) -> dict[str, float]:
         """The weight of each model in the blend, as the `ensemble` stage chose them."""
-        return read_json(self.path(self.cfg.ensemble.out_dir) / WEIGHTS_FILE)
+        return load_ensemble_weights(self.path(self.cfg.ensemble.out_dir))
 
     def thresholds_file(self) -> dict:
         """The `thresholds` stage's output: method, label limits and the per-class thresholds."""
@@ -74,30 +78,16 @@ class Run:
 
     def metrics(self) -> dict:
         """The `evaluate` stage's metrics (`<evaluate.out_dir>/metrics.json`)."""
-        return read_json(self.path(self.cfg.evaluate.out_dir) / "metrics.json")
+        return read_json(self.path(self.cfg.evaluate.out_dir) / METRICS_FILE)
 
     def fold_metrics(self) -> pd.DataFrame:
         """One row per trained (model, fold): epochs, best epoch, validation F-beta and mAP with TTA."""
         t = self.cfg.train
-        return pd.DataFrame([read_json(self.fold_dir(m, f) / FOLD_METRICS_FILE) for m in t.models for f in t.folds])
+        return pd.DataFrame([load_fold_metrics(self.fold_dir(m, f)) for m in t.models for f in t.folds])
 
     def training_curves(self, model: str, fold: int) -> pd.DataFrame:
         """One row per epoch of one fold's training: the DVCLive metrics (train loss, validation F-beta, LR...)."""
-        metrics_dir = self.fold_dir(model, fold) / "live" / "plots" / "metrics"
-        frames = [
-            pd.read_csv(tsv, sep="\t").set_index("step")[[tsv.stem]] for tsv in sorted(metrics_dir.rglob("*.tsv"))
-        ]
-        if not frames:
-            raise MlicError("no training curves", path=metrics_dir, fix=f"rerun `dvc repro train@{model}-{fold}`")
-        curves = pd.concat(frames, axis=1).reset_index()
-        return curves.assign(step=curves["step"] + 1).rename(columns={"step": "epoch"})  # DVCLive steps count from 0
-
-
-def read_json(path: Path) -> dict:
-    """A JSON output of the pipeline, or an error saying which stage writes it."""
-    if not path.is_file():
-        raise MlicError("pipeline output not found", path=path, fix="run `dvc repro` in the project folder first")
-    return json.loads(path.read_text())
+        return load_training_curves(self.fold_dir(model, fold))
 
 
 def open_run(root: str | Path = ".", params: str = DEFAULT_PARAMS) -> Run:

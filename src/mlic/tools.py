@@ -10,8 +10,8 @@ import dataclasses
 import json
 from pathlib import Path
 
-from mlic.competitions import Competition, get_competition
 from mlic.config import Config
+from mlic.data.competitions import Competition, get_competition
 from mlic.errors import ConfigError, DataProblems, MlicError
 
 
@@ -39,7 +39,7 @@ def check(cfg: Config, root: str | None, competition: str | None, quick: bool) -
 
 def validate_submission(cfg: Config, file: Path, competition: str | None, root: str | None, allow_empty: bool) -> int:
     """Check a submission file against the competition's sample submission; exit 1 listing what is wrong."""
-    from mlic.submission import validate_submission as validate
+    from mlic.data.submission import validate_submission as validate
 
     comp = _competition(cfg, competition)
     data_root = Path(root or cfg.data.root)
@@ -56,7 +56,7 @@ def validate_submission(cfg: Config, file: Path, competition: str | None, root: 
 
 def score(cfg: Config, file: Path, solution: Path, competition: str | None) -> int:
     """Print the submission's scores against the true labels, as JSON."""
-    from mlic.submission import score_submission
+    from mlic.data.scoring import score_submission
 
     comp = _competition(cfg, competition)
     print(json.dumps(score_submission(file, solution, comp.submission, cfg.thresholds.beta), indent=2))
@@ -65,7 +65,7 @@ def score(cfg: Config, file: Path, solution: Path, competition: str | None) -> i
 
 def download(cfg: Config, competition: str, dest: Path | None) -> int:
     """Fetch competition files with the kaggle package when possible, else say where to put them."""
-    from mlic.download import download as fetch
+    from mlic.data.download import download as fetch
 
     print(fetch(competition, dest or Path("data/raw") / competition))
     return 0
@@ -75,7 +75,13 @@ def predict(
     cfg: Config, run: Path, images: list[str], out: Path, batch_size: int, device: str, skip_unreadable: bool
 ) -> int:
     """Predict tags and per-class probabilities of image files with a finished run; write them as a CSV."""
-    from mlic.inference import collect_images, load_predictor, predict_files, predictions_frame, write_predictions
+    from mlic.predict.inference import (
+        collect_images,
+        load_predictor,
+        predict_files,
+        predictions_frame,
+        write_predictions,
+    )
     from mlic.run import open_run
 
     if batch_size < 1:
@@ -97,7 +103,7 @@ def _device(name: str, cfg: Config):
     """`--device` as a torch device (default cpu), or an error naming the flag."""
     import torch
 
-    from mlic.training import resolve_device
+    from mlic.train.runtime import resolve_device
 
     name = name or "cpu"
     if name not in ("auto", "cpu", "cuda") and not name.startswith("cuda:"):
@@ -111,8 +117,8 @@ def export_onnx(cfg: Config, run: Path, model: str | None, fold: str, out: Path 
     """Export one model of a finished run (one fold, or all folds averaged) to ONNX."""
     import torch
 
-    from mlic.export import export_onnx as export
-    from mlic.inference import load_fold_model
+    from mlic.predict.export import export_onnx as export
+    from mlic.predict.inference import load_fold_model
     from mlic.run import open_run
 
     finished = open_run(run)
@@ -131,3 +137,19 @@ def _fold_id(fold: str, cfg: Config) -> int:
     if not fold.isdigit() or int(fold) not in cfg.train.folds:
         raise ConfigError(f"--fold {fold!r} is not a trained fold", fix=f"pass all or one of {list(cfg.train.folds)}")
     return int(fold)
+
+
+def dvc_deps(cfg: Config, file: Path, write: bool) -> int:
+    """Report (exit 1) or, with --write, fix the stages of dvc.yaml whose code deps differ from their imports."""
+    from mlic.pipeline import sync_code_deps
+
+    if not file.is_file():
+        raise MlicError("pipeline file not found", path=file, fix="run from the project root, or pass --file")
+    problems = sync_code_deps(file, write)
+    for line in problems:
+        print(line)
+    if problems and not write:
+        print(f"{file}: code deps differ from the imports; `mlic dvc-deps --write` rewrites them")
+        return 1
+    print(f"{file}: {'rewrote ' + str(len(problems)) + ' stage(s)' if problems else 'code deps match the imports'}")
+    return 0

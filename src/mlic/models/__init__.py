@@ -1,6 +1,4 @@
-"""Models, registered by the name used in `models.<entry>.arch`."""
+"""Architectures, one module each (`mlic/models/<arch>.py`), found by name through `mlic.models.registry.get_arch`.
 
-from mlic.models import baseline, hog_models, hourglass  # noqa: F401  (register the models)
-from mlic.models.registry import MODELS, create_model, model_inputs, register_model
-
-__all__ = ["MODELS", "create_model", "model_inputs", "register_model"]
+Nothing is imported here on purpose: importing one architecture must not import the others (see `mlic.deps`).
+"""

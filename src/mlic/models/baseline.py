@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from mlic.config import ModelConfig
-from mlic.models.registry import create_backbone, feature_channels, feature_map, register_model
+from mlic.config import invalid
+from mlic.models.backbones import ClassifierConfig, create_backbone, feature_channels, feature_map
+from mlic.models.registry import ModelDims, register_arch
+
+
+@dataclass(frozen=True)
+class BaselineConfig(ClassifierConfig):
+    """`arch: baseline`."""
+
+    extra_filters: int = 128  # K, the filters of the extra residual block
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.extra_filters < 1:
+            invalid("extra_filters", f"must be >= 1, got {self.extra_filters}")
 
 
 class ResidualBlock(nn.Module):
@@ -54,7 +69,7 @@ class BackboneResidualClassifier(nn.Module):
         return self.classifier(self.dropout(pooled))
 
 
-@register_model("baseline")
-def baseline(cfg: ModelConfig, num_classes: int, hog_dim: int | None = None) -> nn.Module:
-    """Timm backbone + residual block with `model.extra_filters` filters + GAP + sigmoid per label."""
-    return BackboneResidualClassifier(create_backbone(cfg), cfg.extra_filters, num_classes, cfg.drop_rate)
+@register_arch("baseline", BaselineConfig)
+def baseline(cfg: BaselineConfig, dims: ModelDims) -> nn.Module:
+    """Timm backbone + residual block with `extra_filters` filters + GAP + sigmoid per label."""
+    return BackboneResidualClassifier(create_backbone(cfg), cfg.extra_filters, dims.num_classes, cfg.drop_rate)

@@ -10,17 +10,39 @@ globally into one logit per label. The maps themselves are available for overlay
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlic.config import ModelConfig
-from mlic.models.registry import create_backbone, register_model
+from mlic.config import invalid
+from mlic.models.backbones import BackboneConfig, create_backbone
+from mlic.models.registry import ModelDims, register_arch
 from mlic.registry import Registry
 
 POOLINGS: Registry[Callable[[torch.Tensor], torch.Tensor]] = Registry("pooling", "models.<entry>.pooling")
 LSE_SHARPNESS = 4.0  # log-sum-exp pooling's r: between average (r -> 0) and max (r -> inf) pooling
+
+
+@dataclass(frozen=True)
+class HourglassConfig(BackboneConfig):
+    """`arch: hourglass`."""
+
+    feature_indices: tuple[int, ...] = (1, 2, 3, 4)  # backbone stages whose feature maps it uses
+    dilation: int = 2  # of the 3x3 conv that maps features to one channel per label
+    se_reduction: int = 4  # squeeze-excitation bottleneck = labels / se_reduction
+    pooling: str = "avg"  # global pooling of the label maps (registry: avg, max, lse)
+    deep_supervision: bool = False  # also train each coarser scale's pooled output
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.feature_indices or sorted(set(self.feature_indices)) != list(self.feature_indices):
+            invalid("feature_indices", f"must be increasing stage indices, got {list(self.feature_indices)}")
+        if self.dilation < 1 or self.se_reduction < 1:
+            invalid("dilation", "dilation and se_reduction must be >= 1")
+        if self.pooling not in POOLINGS:
+            invalid("pooling", f"unknown pooling {self.pooling!r}", f"one of: {', '.join(POOLINGS.names())}")
 
 
 @POOLINGS.register("avg")
@@ -69,7 +91,7 @@ class LabelSE(nn.Module):
 class Hourglass(nn.Module):
     """timm features_only backbone -> per-scale label maps -> top-down merge -> global pooling -> logits."""
 
-    def __init__(self, backbone: nn.Module, num_classes: int, cfg: ModelConfig):
+    def __init__(self, backbone: nn.Module, num_classes: int, cfg: HourglassConfig):
         super().__init__()
         self.backbone = backbone
         channels = backbone.feature_info.channels()
@@ -105,7 +127,7 @@ class Hourglass(nn.Module):
         return logits
 
 
-@register_model("hourglass")
-def hourglass(cfg: ModelConfig, num_classes: int, hog_dim: int | None = None) -> nn.Module:
-    """The hourglass model on `model.backbone` (resnet50 in the study) at `model.feature_indices`."""
-    return Hourglass(create_backbone(cfg, out_indices=tuple(cfg.feature_indices)), num_classes, cfg)
+@register_arch("hourglass", HourglassConfig)
+def hourglass(cfg: HourglassConfig, dims: ModelDims) -> nn.Module:
+    """The hourglass model on `backbone` (resnet50 in the study) at `feature_indices`."""
+    return Hourglass(create_backbone(cfg, out_indices=tuple(cfg.feature_indices)), dims.num_classes, cfg)

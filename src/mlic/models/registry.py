@@ -1,107 +1,156 @@
-"""The model registry: `@register_model(name)` on small builders, `create_model(cfg, num_classes)` to build."""
+"""The architecture registry: each architecture is one spec (name, config class, builder, task), found by name.
+
+An architecture `X` lives in its own module, `mlic/models/X.py`, and registers itself there with `@register_arch`:
+
+    @register_arch("baseline", BaselineConfig)
+    def baseline(cfg: BaselineConfig, dims: ModelDims) -> nn.Module: ...
+
+`get_arch("X")` imports `mlic.models.X` when X is not registered yet, so nothing imports every architecture: a train
+stage imports (and, in DVC, depends on) its own architecture's modules only. A spec can also be registered directly
+(`ARCHS.register(name)(spec)`), e.g. from a test or a notebook.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
+import dataclasses
+import importlib
+import importlib.util
+import pkgutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
-import timm
-import torch
 from torch import nn
 
-from mlic.config import ModelConfig
-from mlic.errors import ConfigError, MlicError
+from mlic.config import Config, build_entry, invalid
+from mlic.errors import ConfigError
 from mlic.registry import Registry
+from mlic.tasks.base import Task
+from mlic.tasks.losses import check_loss
+from mlic.tasks.multilabel import MultiLabelTask
 
-ModelBuilder = Callable[[ModelConfig, int, int | None], nn.Module]
-MODELS: Registry[ModelBuilder] = Registry("model architecture", "models.<entry>.arch")
-INPUTS = ("image", "hog")  # what a model may read from a batch: the cached image, and its HOG vector
+MODELS_PACKAGE = "mlic.models"
 
 
-def register_model(name: str, inputs: tuple[str, ...] = ("image",)) -> Callable[[ModelBuilder], ModelBuilder]:
-    """Decorator registering a builder `(cfg, num_classes, hog_dim) -> nn.Module` under `name`.
+@dataclass(frozen=True)
+class ArchConfig:
+    """The keys every architecture has: the default task's loss and its options.
+
+    Subclass it (frozen) for an architecture's own keys; checks in `__post_init__` call `invalid("<key>", ...)`.
+    """
+
+    loss: str = "bce"  # registry: bce, weighted_bce, focal, asl, lsep (mlic.tasks.losses)
+    loss_options: dict[str, float | None] = field(default_factory=dict)  # the loss's knobs, e.g. {gamma: 2.0}
+
+    def __post_init__(self):
+        """Checks of the subclasses' keys; the loss is checked against its registry when the entry is resolved."""
+
+
+def check_drop_rate(drop_rate: float) -> None:
+    """The check of a `drop_rate` key: a probability below 1."""
+    if not 0.0 <= drop_rate < 1.0:
+        invalid("drop_rate", f"must be in [0, 1), got {drop_rate}")
+
+
+@dataclass(frozen=True)
+class ModelDims:
+    """What a builder needs to know of the data: the label count and the length of each vector source."""
+
+    num_classes: int
+    source_dims: Mapping[str, int] = field(default_factory=dict)
+
+    def dim(self, source: str) -> int:
+        """The length of one vector of `source` (e.g. HOG), or a ConfigError saying which stage makes it."""
+        if source not in self.source_dims:
+            raise ConfigError(f"the model needs {source} features", fix=f"run the {source} stage first")
+        return int(self.source_dims[source])
+
+
+Builder = Callable[[Any, ModelDims], nn.Module]
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """One architecture: its name, its config class, the builder of its network, and its task."""
+
+    name: str
+    config: type[ArchConfig]
+    build: Builder
+    task: Callable[[Any], Task] = MultiLabelTask
+
+
+ARCHS: Registry[ArchSpec] = Registry("model architecture", "models.<entry>.arch")
+
+
+def register_arch(name: str, config: type[ArchConfig], task: Callable[[Any], Task] = MultiLabelTask):
+    """Decorator registering the builder `(cfg, dims) -> nn.Module` as architecture `name` with its config and task.
 
     Args:
-        name: The `arch` that selects it.
-        inputs: The batch entries its forward takes, in order: "image" (normalised NCHW) and/or "hog"
-            (standardised HOG vectors). Training loads only these, so a HOG-only model never reads an image.
+        name: The `arch` that selects it; the module must be `mlic/models/<name>.py` to be found by name.
+        config: Its frozen config dataclass (a subclass of `ArchConfig`).
+        task: Builds its task from the config (default: `MultiLabelTask` on the image).
     """
-    unknown = set(inputs) - set(INPUTS)
-    if unknown:
-        raise ValueError(f"model {name!r}: unknown inputs {sorted(unknown)}")
 
-    def add(builder: ModelBuilder) -> ModelBuilder:
-        builder.inputs = inputs  # type: ignore[attr-defined]
-        return MODELS.register(name)(builder)
+    def add(build: Builder) -> Builder:
+        ARCHS.register(name)(ArchSpec(name, config, build, task))
+        return build
 
     return add
 
 
-def model_inputs(name: str) -> tuple[str, ...]:
-    """The batch entries the architecture `name` takes."""
-    return MODELS.get(name).inputs  # type: ignore[attr-defined]
-
-
-def create_model(cfg: ModelConfig, num_classes: int, hog_dim: int | None = None) -> nn.Module:
-    """Build the architecture `cfg.arch`; it returns one logit per label.
-
-    Args:
-        cfg: The `model` section.
-        num_classes: Labels to predict.
-        hog_dim: Length of the HOG vectors, for models that take them.
-    """
-    builder = MODELS.get(cfg.arch)
-    if "hog" in builder.inputs and not hog_dim:  # type: ignore[attr-defined]
-        raise ConfigError(f"model {cfg.arch!r} needs HOG features", fix="run the hog stage (dvc repro hog) first")
-    return builder(cfg, num_classes, hog_dim)
-
-
-def create_backbone(cfg: ModelConfig, out_indices: tuple[int, ...] | None = None) -> nn.Module:
-    """A timm backbone without pooling or classifier, optionally with pretrained weights.
-
-    With `out_indices` it is built `features_only` and returns the feature maps of those stages (a list).
-    `model.pretrained_file` loads weights from a local file (timm's `pretrained_cfg_overlay`), for machines
-    without internet; `model.pretrained: true` alone downloads them from the hub.
+def get_arch(name: str) -> ArchSpec:
+    """The architecture `name`, importing its module `mlic.models.<name>` if it is not registered yet.
 
     Raises:
-        ConfigError: For an unknown timm name or a missing weights file.
-        MlicError: If pretrained weights cannot be fetched.
+        ConfigError: For an unknown name, listing the known architectures and the closest match.
     """
-    if not timm.is_model(cfg.backbone):
-        close = timm.list_models(f"*{cfg.backbone.split('.')[0][:6]}*")[:5]
-        raise ConfigError(
-            f"unknown timm backbone {cfg.backbone!r} in models.<entry>.backbone", fix=f"e.g. one of {close}"
-        )
-    kwargs: dict = {"pretrained": cfg.pretrained}
-    if out_indices is None:
-        kwargs.update(num_classes=0, global_pool="")
-    else:
-        kwargs.update(features_only=True, out_indices=out_indices)
-    if cfg.pretrained_file:
-        if not Path(cfg.pretrained_file).is_file():
-            raise ConfigError(
-                "models.<entry>.pretrained_file not found", path=cfg.pretrained_file, fix="give a local weights file"
-            )
-        kwargs["pretrained_cfg_overlay"] = {"file": cfg.pretrained_file}
-    try:
-        return timm.create_model(cfg.backbone, **kwargs)
-    except (OSError, RuntimeError) as exc:
-        if not cfg.pretrained:
-            raise
-        raise MlicError(
-            f"could not load pretrained weights for {cfg.backbone}: {exc}",
-            fix="set pretrained_file to a local weights file, or pretrained: false, in the models entry",
-        ) from None
+    if name not in ARCHS and importlib.util.find_spec(f"{MODELS_PACKAGE}.{name}") is not None:
+        importlib.import_module(f"{MODELS_PACKAGE}.{name}")
+    if name not in ARCHS:
+        discover_archs()  # so that the error lists every architecture
+    return ARCHS.get(name)
 
 
-def feature_channels(backbone: nn.Module) -> int:
-    """Channels of the backbone's final feature map."""
-    return int(backbone.num_features)
+def discover_archs() -> list[str]:
+    """Import every module of `mlic.models` (registering their architectures); returns all registered names."""
+    package = importlib.import_module(MODELS_PACKAGE)
+    for info in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{MODELS_PACKAGE}.{info.name}")
+    return ARCHS.names()
 
 
-def feature_map(backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """The backbone's last (N, C, H, W) feature map; a ConfigError for backbones without one (transformers)."""
-    features = backbone.forward_features(images)
-    if features.ndim != 4:
-        raise ConfigError("models.<entry>.backbone must be a CNN with a (N, C, H, W) feature map, e.g. resnet50")
-    return features
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A `models` entry resolved: its key, its architecture's spec and its typed, checked config."""
+
+    key: str
+    spec: ArchSpec
+    config: ArchConfig
+
+    def task(self) -> Task:
+        """A fresh task for this model."""
+        return self.spec.task(self.config)
+
+    def build(self, dims: ModelDims) -> nn.Module:
+        """The network (returning logits), with fresh weights (or pretrained ones, as configured)."""
+        return self.spec.build(self.config, dims)
+
+    def without_pretrained(self) -> ResolvedModel:
+        """The same model set not to download or read pretrained weights (trained weights are loaded over it)."""
+        names = {f.name for f in dataclasses.fields(self.config)}
+        off = {k: v for k, v in (("pretrained", False), ("pretrained_file", None)) if k in names}
+        return dataclasses.replace(self, config=dataclasses.replace(self.config, **off))
+
+
+def resolve_model(cfg: Config, key: str) -> ResolvedModel:
+    """The `models` entry `key` with its architecture's config class applied.
+
+    Raises:
+        ConfigError: For an unknown entry or arch, or a key the arch does not have (naming entry, arch and key).
+    """
+    entry = cfg.model(key)
+    spec = get_arch(entry.arch)
+    prefix, owner = f"models.{key}", f"arch {entry.arch!r}"
+    config = build_entry(spec.config, entry.options, prefix, owner)
+    check_loss(config.loss, config.loss_options, f"{prefix}.loss")
+    return ResolvedModel(key, spec, config)

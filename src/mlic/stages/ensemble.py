@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from mlic import predictions as files
-from mlic.config import Config, save_config
-from mlic.ensemble import blend
-from mlic.io import atomic_path, write_json
-from mlic.predictions import assemble_oof, average_test, load_all_folds
-from mlic.prepared import load_prepared
+from mlic.config import Config
+from mlic.layout import EnsemblePredictions, assemble_oof, average_test, load_all_folds, load_prepared, save_ensemble
+from mlic.predict.ensemble import blend
 
 
 def main(cfg: Config) -> None:
@@ -25,10 +22,7 @@ def main(cfg: Config) -> None:
         fold_of_row[f.val_rows] = f.fold
     oofs, tests = [p[rows] for p, _ in assembled], [average_test(folds) for folds in per_model.values()]
     weights, oof, test = blend(cfg.ensemble.method, oofs, prep.labels[rows], tests)
-    with atomic_path(cfg.ensemble.out_dir, is_dir=True) as out:
-        np.savez(out / files.OOF_FILE, rows=rows, folds=fold_of_row[rows], probs=oof)
-        np.save(out / files.TEST_FILE, test)
-        write_json(out / files.WEIGHTS_FILE, {m: round(float(w), 6) for m, w in zip(per_model, weights, strict=True)})
-        save_config(cfg, out / files.CONFIG_FILE)
-    shares = ", ".join(f"{m} {w:.3f}" for m, w in zip(per_model, weights, strict=True))
-    print(f"ensemble ({cfg.ensemble.method}): {len(rows)} OOF rows, {len(test)} test rows; weights {shares}")
+    shares = {m: round(float(w), 6) for m, w in zip(per_model, weights, strict=True)}
+    save_ensemble(cfg.ensemble.out_dir, EnsemblePredictions(rows, fold_of_row[rows], oof, test), shares, cfg)
+    listed = ", ".join(f"{m} {w:.3f}" for m, w in zip(per_model, weights, strict=True))
+    print(f"ensemble ({cfg.ensemble.method}): {len(rows)} OOF rows, {len(test)} test rows; weights {listed}")

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
-from mlic import prepared as files
-from mlic.competitions import RawData, Scan, get_competition
 from mlic.config import Config, save_config
-from mlic.images import build_image_cache, channel_stats, open_image_cache
+from mlic.data.competitions import RawData, Scan, get_competition
+from mlic.data.images import build_image_cache, channel_stats, open_image_cache
+from mlic.data.labels import drop_rare_labels, encode_labels
 from mlic.io import atomic_path
-from mlic.labels import drop_rare_labels, encode_labels, save_labels
+from mlic.layout import CONFIG_FILE, image_cache_files, save_prepare_stats, save_prepared_index
 
 
 def usable_data(scan: Scan, skip_bad_rows: bool) -> RawData:
@@ -23,15 +19,6 @@ def usable_data(scan: Scan, skip_bad_rows: bool) -> RawData:
         print(f"prepare: skipped {len(scan.bad_train_rows)} training row(s) with problems (prepare.skip_bad_rows):")
         print(scan.error())
     return raw
-
-
-def write_index(out: Path, raw: RawData, labels: np.ndarray, classes: list[str]) -> None:
-    """Label matrix, class list and id tables (CSV so notebooks can read them directly)."""
-    save_labels(out / files.LABELS_FILE, labels)
-    (out / files.CLASSES_FILE).write_text(json.dumps(classes, indent=1) + "\n")
-    tags = [" ".join(t) for t in raw.train_tags]
-    pd.DataFrame({"id": raw.train_ids, "tags": tags}).to_csv(out / files.TRAIN_INDEX, index=False)
-    pd.DataFrame({"id": raw.test_ids}).to_csv(out / files.TEST_INDEX, index=False)
 
 
 def main(cfg: Config) -> None:
@@ -44,13 +31,12 @@ def main(cfg: Config) -> None:
     if dropped:
         print(f"prepare: dropped {len(dropped)} label(s) seen < {cfg.data.min_label_count} times: {dropped}")
     with atomic_path(p.out_dir, is_dir=True) as out:
-        write_index(out, raw, labels, classes)
+        save_prepared_index(out, raw.train_ids, raw.train_tags, raw.test_ids, labels, classes)
         views = {"crops": p.crop_views, "crop_scale": p.crop_scale, "seed": p.seed}
-        build_image_cache(
-            raw.train_paths, p.image_size, out / files.TRAIN_IMAGES, p.num_workers, "cache train", **views
-        )
-        build_image_cache(raw.test_paths, p.image_size, out / files.TEST_IMAGES, p.num_workers, "cache test", **views)
-        mean, std = channel_stats(open_image_cache(out / files.TRAIN_IMAGES))
+        train_cache, test_cache = image_cache_files(out)
+        build_image_cache(raw.train_paths, p.image_size, train_cache, p.num_workers, "cache train", **views)
+        build_image_cache(raw.test_paths, p.image_size, test_cache, p.num_workers, "cache test", **views)
+        mean, std = channel_stats(open_image_cache(train_cache))
         stats = {
             "n_train": len(raw.train_ids),
             "n_test": len(raw.test_ids),
@@ -62,6 +48,6 @@ def main(cfg: Config) -> None:
             "dropped_labels": dropped,
             "label_counts": {c: int(n) for c, n in zip(classes, labels.sum(axis=0), strict=True)},
         }
-        (out / files.STATS_FILE).write_text(json.dumps(stats, indent=2) + "\n")
-        save_config(cfg, out / "config.yaml")
+        save_prepare_stats(out, stats)
+        save_config(cfg, out / CONFIG_FILE, sections=("data", "prepare"))
     print(f"prepare: {len(raw.train_ids)} train, {len(raw.test_ids)} test images cached at {p.image_size}px")

@@ -11,8 +11,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from mlic.config import Config, SampleConfig
+from mlic.data.synthetic import make_chip
 from mlic.io import atomic_path
-from mlic.synthetic import make_chip
 
 
 def write_chip(job: tuple[int, Path], seed: int, size: int, quality: int) -> str:

@@ -10,9 +10,8 @@ import numpy as np
 
 from mlic.config import Config
 from mlic.io import write_json
-from mlic.predictions import load_ensemble
-from mlic.prepared import load_prepared
-from mlic.thresholds import create_study_storage, nested_evaluation
+from mlic.layout import load_ensemble, load_prepared
+from mlic.predict.threshold_fitting import create_study_storage, nested_evaluation
 
 
 def main(cfg: Config) -> None:

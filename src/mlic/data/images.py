@@ -1,0 +1,182 @@
+"""Image decoding and the resized uint8 image cache that training reads instead of JPEGs."""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from mlic.errors import MlicError
+from mlic.features.stats import mean_std
+from mlic.io import atomic_path
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+# Leading bytes of JPEG, PNG, BMP, TIFF (both byte orders) and GIF; WebP is RIFF....WEBP.
+IMAGE_SIGNATURES = (b"\xff\xd8", b"\x89PNG\r\n\x1a\n", b"BM", b"II*\x00", b"MM\x00*", b"GIF8")
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file to an RGB uint8 array (H, W, 3).
+
+    OpenCV converts 4-component (CMYK/YCCK) JPEGs such as the Planet chips to correct RGB (it matches
+    Pillow's CMYK conversion within 1 grey level on the real chips).
+
+    Raises:
+        MlicError: If the file is missing or cannot be decoded.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError):
+        raise MlicError("image file is missing", path=path, fix="re-download the competition images") from None
+    problem = byte_problem(data)
+    if problem:
+        raise MlicError(problem, path=path, fix="re-download this file, or drop its row (prepare.skip_bad_rows)")
+    # IMREAD_COLOR gives 8-bit BGR whatever the file holds (gray, RGBA, 16-bit, CMYK) and applies EXIF rotation.
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise MlicError("image cannot be decoded (corrupt or not an image)", path=path, fix="re-download this file")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def byte_problem(data: bytes) -> str | None:
+    """What is wrong with an image file's bytes that a decoder would silently paper over, if anything.
+
+    OpenCV decodes a truncated JPEG or PNG without error, filling the missing part with grey, so truncation
+    is detected here: a JPEG must have its end-of-image marker after the last start-of-scan (the real Planet
+    chips carry trailing bytes after it, so the very end is not checked), a PNG its IEND chunk.
+    """
+    if not data:
+        return "image file is empty"
+    if not data.startswith(IMAGE_SIGNATURES) and data[8:12] != b"WEBP":
+        return "not an image file (unknown file signature)"
+    if data[:2] == b"\xff\xd8" and data.rfind(b"\xff\xd9") <= data.rfind(b"\xff\xda"):  # also: no scan at all
+        return "image file is truncated (JPEG has no end-of-image marker)"
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-64:]:
+        return "image file is truncated (PNG has no IEND chunk)"
+    return None
+
+
+def resize(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize to (size, size): area interpolation when shrinking (no aliasing), bilinear when enlarging."""
+    if image.shape[:2] == (size, size):
+        return image
+    shrink = image.shape[0] > size or image.shape[1] > size
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def image_views(image: np.ndarray, size: int, crops: int, crop_scale: float, rng: np.random.Generator) -> np.ndarray:
+    """The plain resize to `size`, then `crops` random size x size crops of a resize to `size / crop_scale`.
+
+    This is the iMet study's six-fold expansion (one resize and five random 224 crops of a 256 resize) when
+    crops=5 and crop_scale=224/256. Returns (1 + crops, size, size, 3) uint8.
+    """
+    views = np.empty((1 + crops, size, size, 3), dtype=np.uint8)
+    views[0] = resize(image, size)
+    if crops:
+        source = resize(image, max(size, round(size / crop_scale)))
+        tops = rng.integers(0, source.shape[0] - size + 1, crops)
+        lefts = rng.integers(0, source.shape[1] - size + 1, crops)
+        for k, (top, left) in enumerate(zip(tops, lefts, strict=True)):
+            views[1 + k] = source[top : top + size, left : left + size]
+    return views
+
+
+def crop_rng(seed: int, path: Path) -> np.random.Generator:
+    """The random generator of one image's crop positions: from the seed and the file's name, not its row."""
+    return np.random.default_rng([seed, zlib.crc32(Path(path).name.encode())])
+
+
+def file_views(path: Path, size: int, crops: int = 0, crop_scale: float = 0.875, seed: int = 0) -> np.ndarray:
+    """One image file's cached views (see `image_views`), its crops placed by `crop_rng`.
+
+    This is what `prepare` caches for the file, and what `mlic predict` computes for it.
+    """
+    return image_views(read_image(path), size, crops, crop_scale, crop_rng(seed, path))
+
+
+def build_image_cache(
+    paths: Sequence[Path],
+    size: int,
+    out_path: str | os.PathLike,
+    workers: int = 2,
+    desc: str = "images",
+    crops: int = 0,
+    crop_scale: float = 0.875,
+    seed: int = 0,
+) -> None:
+    """Decode every image once into one (N, 1 + crops, size, size, 3) uint8 .npy file, readable with mmap.
+
+    The array is filled in place on disk, so memory stays bounded whatever N is, and the file appears only
+    once complete. Decoding runs in threads (OpenCV releases the GIL). Crop positions come from `crop_rng`
+    (the seed and the file name), so they do not depend on the order or parallelism of the build, and
+    `mlic predict` cuts the same crops of the same file.
+
+    Args:
+        paths: Image files, in row order.
+        size: Side of the square cached image.
+        out_path: The .npy file to write.
+        workers: Decoding threads.
+        desc: Progress-bar label.
+        crops: Random crops per image beside the plain resize (see `image_views`).
+        crop_scale: Crop side over the side of the resize the crops are cut from.
+        seed: Seed of the crop positions.
+    """
+    with atomic_path(out_path) as tmp:
+        shape = (len(paths), 1 + crops, size, size, 3)
+        cache = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            images = pool.map(lambda path: file_views(path, size, crops, crop_scale, seed), paths)
+            for i, image in enumerate(tqdm(images, total=len(paths), desc=desc, unit="img", mininterval=1.0)):
+                cache[i] = image
+        cache.flush()
+        del cache
+
+
+def open_image_cache(path: str | os.PathLike) -> np.ndarray:
+    """Open a cache written by `build_image_cache` as a read-only memory map."""
+    return np.load(path, mmap_mode="r")
+
+
+def channel_stats(cache: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of a uint8 image cache (channels last) in [0, 1] units, chunked to bound memory."""
+    mean, std = mean_std(cache)
+    return [round(float(m) / 255.0, 6) for m in mean], [round(float(s) / 255.0, 6) for s in np.maximum(std, 255e-6)]
+
+
+def image_problem(path: Path, decode: bool = True) -> str | None:
+    """Why an image file cannot be used (missing, empty, truncated, undecodable), or None if it is fine.
+
+    Args:
+        path: The image file.
+        decode: Also decode it fully; without, only the cheap byte-level checks run.
+    """
+    try:
+        read_image(path) if decode else _check_bytes(path)
+    except MlicError as exc:
+        return exc.message
+    return None
+
+
+def _check_bytes(path: Path) -> None:
+    try:
+        data = path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError):
+        raise MlicError("image file is missing") from None
+    problem = byte_problem(data)
+    if problem:
+        raise MlicError(problem)
+
+
+def scan_images(paths: Sequence[Path], decode: bool, workers: int, desc: str) -> dict[int, str]:
+    """Problems of many images, checked in parallel threads: {row index: problem}."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(lambda p: image_problem(p, decode), paths)
+        found = tqdm(results, total=len(paths), desc=desc, unit="img", mininterval=1.0, disable=len(paths) < 1000)
+        return {i: problem for i, problem in enumerate(found) if problem}

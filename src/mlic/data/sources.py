@@ -1,0 +1,155 @@
+"""Batch sources: the named per-sample arrays a task can read, and how each is loaded, served and normalised.
+
+A task lists the sources its network reads (`Task.sources`); training, validation, `mlic predict` and ONNX export
+load and feed exactly those, through this registry, so no other module has a branch per source:
+- `image`: the uint8 image cache of `prepare` (N, views, S, S, 3), served as CHW uint8 (augmented when training),
+  normalised on the device by the training set's channel mean and std;
+- `hog`: the HOG vectors of the `hog` stage (N, views, D), standardised by their training-set mean and std.
+
+A source is registered with `SOURCES.register(name)(Source(...))`; later models add theirs (teacher outputs, boxes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mlic.config import Config
+from mlic.features.hog import hog_of_views
+from mlic.layout import load_hog, load_prepared
+from mlic.registry import Registry
+
+Stats = dict[str, torch.Tensor]  # a source's normalisation statistics, as saved in checkpoints
+
+
+@dataclass(frozen=True)
+class SourceData:
+    """One source's arrays for the training and the test rows, (N, views, ...), with its normalisation statistics."""
+
+    train: np.ndarray
+    test: np.ndarray
+    stats: dict[str, np.ndarray]
+
+    @property
+    def dim(self) -> int:
+        """The length of one item's last axis (a vector source's width)."""
+        return int(self.train.shape[-1])
+
+
+@dataclass(frozen=True)
+class Source:
+    """How one batch entry is loaded, served per sample, normalised on the device and fed to an ONNX graph.
+
+    Args:
+        name: The batch key.
+        load: Reads a project's stage outputs (paths from the config, under a root folder).
+        sample: One cached item (a row's view) -> the tensor a batch stacks; gets the training augmentation or None.
+        normaliser: Builds the module mapping a stacked batch (on the device) to the network's input, from stats.
+        from_views: Computes this source for new images from their (N, views, S, S, 3) uint8 views (`mlic predict`).
+        example: An example ONNX input (batch, config, stats) -> tensor, in the layout `to_batch` takes.
+        to_batch: Maps an ONNX graph input to the layout `sample` serves (e.g. NHWC images to NCHW).
+        spatial: Whether test-time views (flips, rotations) and channels_last apply to it.
+    """
+
+    name: str
+    load: Callable[[Config, Path], SourceData]
+    sample: Callable[[np.ndarray, Any], torch.Tensor]
+    normaliser: Callable[[Stats], nn.Module]
+    from_views: Callable[[np.ndarray, Config], np.ndarray]
+    example: Callable[[int, Config, Stats], torch.Tensor]
+    to_batch: Callable[[torch.Tensor], torch.Tensor] = lambda x: x
+    spatial: bool = False
+
+
+SOURCES: Registry[Source] = Registry("batch source", "a task's sources")
+
+
+class Standardise(nn.Module):
+    """(x - mean) / std in float32, with the statistics as buffers (so an ONNX graph carries them)."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor, scale: float = 1.0, shape: tuple[int, ...] = (1, -1)):
+        super().__init__()
+        self.scale = scale
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).view(shape))
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).view(shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Standardised float32 `x`, divided by `scale` first (255 turns uint8 pixels into [0, 1])."""
+        x = x.float()
+        if self.scale != 1.0:
+            x = x / self.scale
+        return (x - self.mean) / self.std
+
+
+def _load_image(cfg: Config, root: Path) -> SourceData:
+    prep = load_prepared(root / cfg.prepare.out_dir)
+    stats = {"mean": np.asarray(prep.mean, dtype=np.float32), "std": np.asarray(prep.std, dtype=np.float32)}
+    return SourceData(prep.train_images, prep.test_images, stats)
+
+
+def _sample_image(item: np.ndarray, transform) -> torch.Tensor:
+    image = np.asarray(item)
+    if transform is not None:
+        image = transform(image=image)["image"]
+    # uint8 CHW: normalisation happens on the device, batch-wise, which is faster and moves a quarter of the bytes
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+
+def _example_image(batch: int, cfg: Config, stats: Stats) -> torch.Tensor:
+    size = cfg.prepare.image_size
+    return torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+
+
+SOURCES.register("image")(
+    Source(
+        name="image",
+        load=_load_image,
+        sample=_sample_image,
+        normaliser=lambda stats: Standardise(stats["mean"], stats["std"], 255.0, (1, 3, 1, 1)),
+        from_views=lambda views, cfg: views,
+        example=_example_image,
+        to_batch=lambda x: x.permute(0, 3, 1, 2),  # the graph takes what an image loader gives: NHWC
+        spatial=True,
+    )
+)
+
+
+def _load_hog(cfg: Config, root: Path) -> SourceData:
+    hog = load_hog(root / cfg.hog.out_dir)
+    return SourceData(hog.train, hog.test, {"mean": hog.mean, "std": hog.std})
+
+
+SOURCES.register("hog")(
+    Source(
+        name="hog",
+        load=_load_hog,
+        sample=lambda item, transform: torch.from_numpy(np.asarray(item, dtype=np.float32)),
+        normaliser=lambda stats: Standardise(stats["mean"], stats["std"]),
+        from_views=lambda views, cfg: hog_of_views(views, cfg.hog, desc="hog"),
+        example=lambda batch, cfg, stats: torch.randn(
+            batch, stats["mean"].numel(), generator=torch.Generator().manual_seed(0)
+        ),
+    )
+)
+
+
+def load_sources(names: tuple[str, ...], cfg: Config, root: Path = Path(".")) -> dict[str, SourceData]:
+    """The named sources of a project's outputs."""
+    return {name: SOURCES.get(name).load(cfg, root) for name in names}
+
+
+def stats_tensors(data: dict[str, SourceData]) -> dict[str, Stats]:
+    """Each source's statistics as float32 tensors: what checkpoints carry and normalisers are built from."""
+    return {name: {k: torch.as_tensor(np.asarray(v, dtype=np.float32)) for k, v in d.stats.items()}
+            for name, d in data.items()}  # fmt: skip
+
+
+def normalisers(stats: dict[str, Stats]) -> nn.ModuleDict:
+    """The normalising module of each source, from its statistics."""
+    return nn.ModuleDict({name: SOURCES.get(name).normaliser(s) for name, s in stats.items()})

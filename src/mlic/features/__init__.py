@@ -1,0 +1,1 @@
+"""Hand-crafted features computed once per cached view (HOG), and their statistics."""

@@ -1,0 +1,328 @@
+"""The on-disk layout of every stage output: the file names inside each output folder, and how each is saved and loaded.
+
+The folders themselves come from params.yaml (`prepare.out_dir`, `train.out_dir`, ...); the names inside them are
+spelled here and nowhere else, so stages, `mlic predict`, notebooks and the report read what the stages wrote
+through the same functions. Writers are atomic: an output folder or file appears whole or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlic.config import Config, save_config
+from mlic.data.labels import load_labels, save_labels
+from mlic.errors import MlicError
+from mlic.io import atomic_path, write_json, write_text
+
+CONFIG_FILE = "config.yaml"  # in every output folder: the resolved config sections the stage read
+
+# --- prepare: label matrix, ids, uint8 image caches, channel statistics ---------------------------------------
+CLASSES_FILE = "classes.json"
+TRAIN_INDEX = "train.csv"
+TEST_INDEX = "test.csv"
+LABELS_FILE = "labels.npz"
+TRAIN_IMAGES = "train_images.npy"
+TEST_IMAGES = "test_images.npy"
+PREPARE_STATS = "stats.json"
+
+# --- hog ------------------------------------------------------------------------------------------------------
+TRAIN_HOG = "train_hog.npy"
+TEST_HOG = "test_hog.npy"
+HOG_STATS = "hog_stats.npz"
+
+# --- train: one model's fold folder, and its resume state while it trains -------------------------------------
+CHECKPOINT = "model.pt"
+OOF_FILE = "oof.npz"
+TEST_FILE = "test.npy"
+FOLD_METRICS_FILE = "metrics.json"
+LIVE_DIR = "live"  # DVCLive's folder: per-epoch curves under plots/metrics/<name>.tsv
+RESUME_FILE = "last.pt"
+
+# --- ensemble, submit, evaluate ----------------------------------------------------------------------------------
+WEIGHTS_FILE = "weights.json"
+SUBMIT_PREDICTIONS = "test_predictions.npz"
+METRICS_FILE = "metrics.json"
+PER_CLASS_FILE = "per_class.csv"
+CURVE_FILE = "threshold_curve.csv"
+CURVE_PNG = "threshold_curve.png"
+CLASS_CURVES_PNG = "class_threshold_curves.png"
+PR_PNG = "pr_curves.png"
+TRAINING_PNG = "training_curves.png"
+SPREAD_PNG = "class_spread.png"
+REPORT_FILE = "report.md"
+
+
+def read_json(path: str | Path) -> Any:
+    """A JSON output of the pipeline, or an error saying to run the pipeline first."""
+    path = Path(path)
+    if not path.is_file():
+        raise MlicError("pipeline output not found", path=path, fix="run `dvc repro` in the project folder first")
+    return json.loads(path.read_text())
+
+
+def write_csv(frame: pd.DataFrame, path: str | Path) -> None:
+    """Write a table atomically, without its index."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything training needs from `prepare`, with the image caches memory-mapped (nothing is decoded)."""
+
+    classes: list[str]
+    train_ids: list[str]
+    labels: np.ndarray
+    train_images: np.ndarray
+    test_ids: list[str]
+    test_images: np.ndarray
+    mean: list[float]
+    std: list[float]
+
+
+def save_prepared_index(out: Path, train_ids: Sequence[str], train_tags: Sequence[Sequence[str]],
+                        test_ids: Sequence[str], labels: np.ndarray, classes: Sequence[str]) -> None:  # fmt: skip
+    """Label matrix, class list and id tables (CSV, so notebooks can read them directly) into `out`."""
+    save_labels(out / LABELS_FILE, labels)
+    write_text(out / CLASSES_FILE, json.dumps(list(classes), indent=1) + "\n")
+    tags = [" ".join(t) for t in train_tags]
+    write_csv(pd.DataFrame({"id": list(train_ids), "tags": tags}), out / TRAIN_INDEX)
+    write_csv(pd.DataFrame({"id": list(test_ids)}), out / TEST_INDEX)
+
+
+def image_cache_files(out: Path) -> tuple[Path, Path]:
+    """The train and test image caches inside `prepare`'s folder (filled in place by `build_image_cache`)."""
+    return out / TRAIN_IMAGES, out / TEST_IMAGES
+
+
+def save_prepare_stats(out: Path, stats: dict) -> None:
+    """The counts, channel statistics and label counts `prepare` measured."""
+    write_text(out / PREPARE_STATS, json.dumps(stats, indent=2) + "\n")
+
+
+def load_prepared(out_dir: str | Path) -> Prepared:
+    """Open the prepare stage's outputs (images as read-only memory maps)."""
+    out = Path(out_dir)
+    if not (out / PREPARE_STATS).is_file():
+        raise MlicError("prepared data not found", path=out, fix="run `mlic prepare` (or `dvc repro prepare`) first")
+    stats = json.loads((out / PREPARE_STATS).read_text())
+    return Prepared(
+        classes=json.loads((out / CLASSES_FILE).read_text()),
+        train_ids=list(pd.read_csv(out / TRAIN_INDEX, dtype=str, keep_default_na=False)["id"]),
+        labels=load_labels(out / LABELS_FILE),
+        train_images=np.load(out / TRAIN_IMAGES, mmap_mode="r"),
+        test_ids=list(pd.read_csv(out / TEST_INDEX, dtype=str, keep_default_na=False)["id"]),
+        test_images=np.load(out / TEST_IMAGES, mmap_mode="r"),
+        mean=stats["mean"],
+        std=stats["std"],
+    )
+
+
+@dataclass(frozen=True)
+class HogFeatures:
+    """(N, views, D) float16 HOG arrays, memory-mapped, and the per-dimension mean and std of the training set."""
+
+    train: np.ndarray
+    test: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+
+    @property
+    def dim(self) -> int:
+        """Length of one HOG vector."""
+        return int(self.train.shape[-1])
+
+
+def save_hog(out: Path, train: np.ndarray, test: np.ndarray, mean: np.ndarray, std: np.ndarray) -> None:
+    """The HOG arrays and their training-set statistics into `out` (a folder being written atomically)."""
+    np.save(out / TRAIN_HOG, train)
+    np.save(out / TEST_HOG, test)
+    np.savez(out / HOG_STATS, mean=mean, std=std)
+
+
+def load_hog(out_dir: str | Path) -> HogFeatures:
+    """Open the hog stage's outputs."""
+    out = Path(out_dir)
+    if not (out / HOG_STATS).is_file():
+        raise MlicError("HOG features not found", path=out, fix="run `mlic hog` (or `dvc repro hog`) first")
+    with np.load(out / HOG_STATS) as stats:
+        mean, std = stats["mean"], stats["std"]
+    return HogFeatures(np.load(out / TRAIN_HOG, mmap_mode="r"), np.load(out / TEST_HOG, mmap_mode="r"), mean, std)
+
+
+def save_folds(path: str | Path, train_ids: Sequence[str], folds: np.ndarray) -> None:
+    """One row per training id with its fold."""
+    write_csv(pd.DataFrame({"id": list(train_ids), "fold": folds}), path)
+
+
+def load_folds(path: str | Path, train_ids: list[str]) -> np.ndarray:
+    """Fold number of every training row, checked against the prepared ids (a stale folds file is an error)."""
+    frame = pd.read_csv(path, dtype={"id": str, "fold": int}, keep_default_na=False)
+    if list(frame["id"]) != list(train_ids):
+        raise MlicError("folds file does not match the prepared training ids", path=path, fix="rerun `mlic folds`")
+    return frame["fold"].to_numpy()
+
+
+@dataclass(frozen=True)
+class FoldPredictions:
+    """One fold's validation rows with their out-of-fold probabilities, and its test probabilities."""
+
+    fold: int
+    val_rows: np.ndarray
+    oof: np.ndarray
+    test: np.ndarray
+
+
+@dataclass(frozen=True)
+class FoldOutputs:
+    """What `train` writes for one model and fold."""
+
+    checkpoint: dict  # tensors and plain types only: it loads with `torch.load(..., weights_only=True)`
+    val_rows: np.ndarray
+    oof: np.ndarray
+    test: np.ndarray
+    summary: dict  # epochs, best epoch, validation scores with TTA
+    config: dict  # the resolved config the fold trained with
+
+
+def save_fold(fold_dir: str | Path, outputs: FoldOutputs, live_dir: Path) -> None:
+    """Write one fold's folder atomically: checkpoint, OOF and test probabilities, config, curves, summary."""
+    import torch  # only the train stage writes checkpoints; the other stages never import torch
+
+    with atomic_path(fold_dir, is_dir=True) as out:
+        torch.save(outputs.checkpoint, out / CHECKPOINT)
+        np.savez(out / OOF_FILE, rows=outputs.val_rows, probs=outputs.oof)
+        np.save(out / TEST_FILE, outputs.test)
+        write_text(out / CONFIG_FILE, _yaml(outputs.config))
+        shutil.copytree(live_dir, out / LIVE_DIR)
+        write_text(out / FOLD_METRICS_FILE, json.dumps(outputs.summary, indent=2) + "\n")
+
+
+def _yaml(data: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def load_checkpoint(fold_dir: str | Path) -> dict:
+    """A fold's checkpoint (weights, classes, config, normalisation), loaded with `weights_only=True`."""
+    import torch
+
+    path = Path(fold_dir) / CHECKPOINT
+    if not path.is_file():
+        raise MlicError("fold checkpoint not found", path=path, fix="finish the run first: `dvc repro`")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_fold_predictions(fold_dir: str | Path, fold: int, model: str = "baseline") -> FoldPredictions:
+    """Read the prediction files of one trained fold."""
+    fold_dir = Path(fold_dir)
+    if not (fold_dir / OOF_FILE).is_file():
+        raise MlicError(
+            f"model {model} fold {fold} has no predictions",
+            path=fold_dir,
+            fix=f"run `dvc repro train@{model}-{fold}` (or `mlic train --model {model} --fold {fold}`) first",
+        )
+    with np.load(fold_dir / OOF_FILE) as oof:
+        return FoldPredictions(fold, oof["rows"], oof["probs"], np.load(fold_dir / TEST_FILE))
+
+
+def load_all_folds(cfg: Config, root: Path = Path(".")) -> dict[str, list[FoldPredictions]]:
+    """The predictions of every model in `train.models`, for every fold in `train.folds` (paths under `root`)."""
+    t = cfg.train
+    return {m: [load_fold_predictions(root / cfg.fold_dir(m, f), f, m) for f in t.folds] for m in t.models}
+
+
+def load_fold_metrics(fold_dir: str | Path) -> dict:
+    """A fold's summary: epochs run, best epoch, validation scores with TTA."""
+    return read_json(Path(fold_dir) / FOLD_METRICS_FILE)
+
+
+def live_metrics_dir(live_dir: str | Path) -> Path:
+    """Where DVCLive writes one TSV per logged metric."""
+    return Path(live_dir) / "plots" / "metrics"
+
+
+def load_training_curves(fold_dir: str | Path) -> pd.DataFrame:
+    """One row per epoch of one fold's training: the DVCLive metrics (train loss and its parts, validation, LR)."""
+    metrics_dir = live_metrics_dir(Path(fold_dir) / LIVE_DIR)
+    frames = [pd.read_csv(tsv, sep="\t").set_index("step")[[tsv.stem]] for tsv in sorted(metrics_dir.rglob("*.tsv"))]
+    if not frames:
+        raise MlicError("no training curves", path=metrics_dir, fix="rerun that fold's train stage")
+    curves = pd.concat(frames, axis=1).reset_index()
+    return curves.assign(step=curves["step"] + 1).rename(columns={"step": "epoch"})  # DVCLive steps count from 0
+
+
+def assemble_oof(folds: Sequence[FoldPredictions], n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stack out-of-fold probabilities into (N, C) by row; returns them and the mask of rows covered."""
+    n_classes = folds[0].oof.shape[1]
+    probs = np.zeros((n_rows, n_classes), dtype=np.float32)
+    covered = np.zeros(n_rows, dtype=bool)
+    for f in folds:
+        if covered[f.val_rows].any():
+            raise MlicError(f"fold {f.fold} overlaps another fold's validation rows", fix="rerun folds and train")
+        probs[f.val_rows], covered[f.val_rows] = f.oof, True
+    return probs, covered
+
+
+def average_test(folds: Sequence[FoldPredictions]) -> np.ndarray:
+    """Mean of the folds' test probabilities: the fold ensemble."""
+    return np.mean([f.test for f in folds], axis=0).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class EnsemblePredictions:
+    """The `ensemble` stage's output: blended OOF probabilities of the covered rows (with their folds), and test."""
+
+    rows: np.ndarray
+    folds: np.ndarray
+    oof: np.ndarray
+    test: np.ndarray
+
+
+def save_ensemble(out_dir: str | Path, ens: EnsemblePredictions, weights: dict[str, float], cfg: Config) -> None:
+    """Write the ensemble folder atomically: OOF (rows, folds, probs), test, blend weights and config."""
+    with atomic_path(out_dir, is_dir=True) as out:
+        np.savez(out / OOF_FILE, rows=ens.rows, folds=ens.folds, probs=ens.oof)
+        np.save(out / TEST_FILE, ens.test)
+        write_json(out / WEIGHTS_FILE, weights)
+        save_config(cfg, out / CONFIG_FILE, sections=("train.models", "train.folds", "ensemble"))
+
+
+def load_ensemble(out_dir: str | Path) -> EnsemblePredictions:
+    """Read what the `ensemble` stage wrote."""
+    out_dir = Path(out_dir)
+    if not (out_dir / OOF_FILE).is_file():
+        raise MlicError("no ensemble predictions", path=out_dir, fix="run `dvc repro ensemble` (or `mlic ensemble`)")
+    with np.load(out_dir / OOF_FILE) as oof:
+        return EnsemblePredictions(oof["rows"], oof["folds"], oof["probs"], np.load(out_dir / TEST_FILE))
+
+
+def load_ensemble_weights(out_dir: str | Path) -> dict[str, float]:
+    """Each model's weight in the blend, as the `ensemble` stage chose them."""
+    return read_json(Path(out_dir) / WEIGHTS_FILE)
+
+
+def save_submit_predictions(out_dir: str | Path, ids: Sequence[str], classes: Sequence[str], probs: np.ndarray,
+                            cfg: Config) -> None:  # fmt: skip
+    """The blended test probabilities behind a submission, with their ids, classes and config."""
+    with atomic_path(out_dir, is_dir=True) as out:
+        np.savez(out / SUBMIT_PREDICTIONS, ids=np.array(ids), classes=np.array(classes), probs=probs)
+        save_config(cfg, out / CONFIG_FILE, sections=("data", "thresholds", "submit"))
+
+
+def load_submit_predictions(out_dir: str | Path) -> tuple[list[str], list[str], np.ndarray]:
+    """The ids, classes and probabilities `submit` saved beside its CSV."""
+    path = Path(out_dir) / SUBMIT_PREDICTIONS
+    if not path.is_file():
+        raise MlicError("no submitted predictions", path=path, fix="run `dvc repro submit` first")
+    with np.load(path) as saved:
+        return list(saved["ids"]), list(saved["classes"]), saved["probs"]

@@ -1,0 +1,90 @@
+"""timm backbones for the architectures: the config keys they share, building one, and reading its feature map."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from mlic.config import invalid
+from mlic.errors import ConfigError, MlicError
+from mlic.models.registry import ArchConfig, check_drop_rate
+
+
+@dataclass(frozen=True)
+class BackboneConfig(ArchConfig):
+    """The keys of an architecture built on a timm backbone."""
+
+    backbone: str = "resnet18"  # any timm CNN name
+    pretrained: bool = False  # true downloads weights from the hub (needs internet)
+    pretrained_file: str | None = None  # or a local weights file (needs pretrained: true)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.pretrained_file is not None and not self.pretrained:
+            invalid("pretrained_file", "is set but pretrained is false", "set pretrained: true in the same entry")
+
+
+@dataclass(frozen=True)
+class ClassifierConfig(BackboneConfig):
+    """The keys of a backbone architecture that ends in one linear classifier over pooled features."""
+
+    drop_rate: float = 0.0  # dropout before the classifier
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_drop_rate(self.drop_rate)
+
+
+def create_backbone(cfg: BackboneConfig, out_indices: tuple[int, ...] | None = None) -> nn.Module:
+    """A timm backbone without pooling or classifier, optionally with pretrained weights.
+
+    With `out_indices` it is built `features_only` and returns the feature maps of those stages (a list).
+    `model.pretrained_file` loads weights from a local file (timm's `pretrained_cfg_overlay`), for machines
+    without internet; `model.pretrained: true` alone downloads them from the hub.
+
+    Raises:
+        ConfigError: For an unknown timm name or a missing weights file.
+        MlicError: If pretrained weights cannot be fetched.
+    """
+    if not timm.is_model(cfg.backbone):
+        close = timm.list_models(f"*{cfg.backbone.split('.')[0][:6]}*")[:5]
+        raise ConfigError(
+            f"unknown timm backbone {cfg.backbone!r} in models.<entry>.backbone", fix=f"e.g. one of {close}"
+        )
+    kwargs: dict = {"pretrained": cfg.pretrained}
+    if out_indices is None:
+        kwargs.update(num_classes=0, global_pool="")
+    else:
+        kwargs.update(features_only=True, out_indices=out_indices)
+    if cfg.pretrained_file:
+        if not Path(cfg.pretrained_file).is_file():
+            raise ConfigError(
+                "models.<entry>.pretrained_file not found", path=cfg.pretrained_file, fix="give a local weights file"
+            )
+        kwargs["pretrained_cfg_overlay"] = {"file": cfg.pretrained_file}
+    try:
+        return timm.create_model(cfg.backbone, **kwargs)
+    except (OSError, RuntimeError) as exc:
+        if not cfg.pretrained:
+            raise
+        raise MlicError(
+            f"could not load pretrained weights for {cfg.backbone}: {exc}",
+            fix="set pretrained_file to a local weights file, or pretrained: false, in the models entry",
+        ) from None
+
+
+def feature_channels(backbone: nn.Module) -> int:
+    """Channels of the backbone's final feature map."""
+    return int(backbone.num_features)
+
+
+def feature_map(backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The backbone's last (N, C, H, W) feature map; a ConfigError for backbones without one (transformers)."""
+    features = backbone.forward_features(images)
+    if features.ndim != 4:
+        raise ConfigError("models.<entry>.backbone must be a CNN with a (N, C, H, W) feature map, e.g. resnet50")
+    return features

@@ -1,0 +1,289 @@
+"""Prediction on new image files with a finished run: its fold checkpoints, ensemble weights and thresholds.
+
+New images take the pipeline's own path: the decode and cached views of `prepare`, each model's sources computed
+from those views (`mlic.data.sources`: the image itself, HOG), the normalisation, task and test-time views of
+`train`, the fold average and model blend of `ensemble`, the thresholds and label limits of `thresholds`. So
+`mlic predict` on the competition's test images gives the pipeline's test probabilities (tests/test_predict.py
+checks it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from mlic.config import Config, PrepareConfig, config_from_dict, select_sections
+from mlic.data.images import IMAGE_SUFFIXES, file_views, scan_images
+from mlic.data.labels import decode_labels
+from mlic.data.sources import SOURCES, Stats
+from mlic.errors import DataProblems, MlicError
+from mlic.io import atomic_path
+from mlic.layout import load_checkpoint
+from mlic.models.registry import ModelDims, resolve_model
+from mlic.predict.ensemble import ENSEMBLES
+from mlic.predict.thresholds import binarize, load_thresholds
+from mlic.predict.tta import predict_loader, tta_views
+from mlic.run import Run
+from mlic.tasks.base import Task
+from mlic.train.batches import CachedSamples, expand_views
+from mlic.train.runtime import Runtime, make_runtime
+
+UPSTREAM = ("data", "prepare", "hog", "folds")  # the sections that make a fold's inputs: all folds must agree
+
+
+@dataclass(frozen=True)
+class FoldModel:
+    """One trained fold, ready to predict: the network in eval mode, its task, runtime, statistics and config."""
+
+    model: str
+    fold: int
+    net: nn.Module
+    task: Task
+    runtime: Runtime
+    stats: dict[str, Stats]
+    cfg: Config
+    classes: list[str]
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The batch entries the network reads."""
+        return self.task.sources
+
+    def predict(self, arrays: dict[str, np.ndarray], batch_size: int) -> np.ndarray:
+        """(N, C) scores of (N, views, ...) source arrays, averaged over the cached views and the TTA views."""
+        read = {k: v for k, v in arrays.items() if k in self.sources}
+        n, n_views = next(iter(read.values())).shape[:2]
+        loader = DataLoader(CachedSamples(read, *expand_views(np.arange(n), n_views)), batch_size * n_views)
+        views = tta_views(self.cfg.train.tta)
+        return predict_loader(self.task, self.net, loader, self.runtime, views, n_views, progress=False)
+
+
+def load_fold_model(fold_dir: Path, device: torch.device) -> FoldModel:
+    """Rebuild a fold's network and task from its checkpoint alone (weights, config, normalisation statistics).
+
+    Raises:
+        MlicError: If the checkpoint is missing or was written by an older mlic (before the task contract).
+    """
+    state = load_checkpoint(fold_dir)
+    if "source_dims" not in state:
+        raise MlicError(
+            "checkpoint has no source statistics (an older mlic wrote it)",
+            path=Path(fold_dir),
+            fix="retrain it: `dvc repro` reruns the train stages after an mlic upgrade",
+        )
+    cfg = config_from_dict(state["config"])
+    # the trained weights replace any pretrained ones, so none are downloaded or read
+    resolved = resolve_model(cfg, state["model"]).without_pretrained()
+    net = resolved.build(ModelDims(len(state["classes"]), state["source_dims"]))
+    net.load_state_dict(state["state_dict"])
+    runtime = make_runtime(cfg.train, state["normalisation"], device)
+    net = net.to(device).eval()
+    if runtime.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    task = resolved.task()
+    return FoldModel(state["model"], state["fold"], net, task, runtime, state["normalisation"], cfg, state["classes"])
+
+
+@dataclass(frozen=True)
+class Predictor:
+    """A finished run's whole prediction: every fold of every model, the blend, the thresholds."""
+
+    members: dict[str, list[FoldModel]]
+    weights: np.ndarray
+    ensemble_method: str
+    thresholds: np.ndarray
+    min_labels: int
+    max_labels: int
+
+    @property
+    def first(self) -> FoldModel:
+        """Any fold model: they share classes and upstream settings (checked on loading)."""
+        return next(iter(self.members.values()))[0]
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names, in probability-column order."""
+        return self.first.classes
+
+    @property
+    def prepare(self) -> PrepareConfig:
+        """The image cache settings the models were trained on."""
+        return self.first.cfg.prepare
+
+    @property
+    def sources(self) -> list[str]:
+        """Every source some model reads, in first-use order."""
+        return list(dict.fromkeys(s for folds in self.members.values() for fm in folds for s in fm.sources))
+
+    def probabilities(self, views: np.ndarray, batch_size: int) -> np.ndarray:
+        """(N, C) blended probabilities of (N, views, S, S, 3) uint8 image views."""
+        arrays = {name: SOURCES.get(name).from_views(views, self.first.cfg) for name in self.sources}
+        per_model = [
+            np.mean([fm.predict(arrays, batch_size) for fm in folds], axis=0).astype(np.float32)
+            for folds in self.members.values()
+        ]  # the fold average of `ensemble` (layout.average_test)
+        return ENSEMBLES.get(self.ensemble_method).combine(per_model, self.weights)
+
+    def tags(self, probs: np.ndarray) -> list[list[str]]:
+        """Each row's labels: thresholds, then the run's minimum and maximum labels per row."""
+        return decode_labels(binarize(probs, self.thresholds, self.min_labels, self.max_labels), self.classes)
+
+
+def load_predictor(run: Run, device: torch.device) -> Predictor:
+    """Load every fold checkpoint of the run's models, with the blend and thresholds the run chose.
+
+    Raises:
+        MlicError: If an output is missing, or the checkpoints disagree on classes or preprocessing.
+    """
+    chosen = run.thresholds_file()  # the models, blend and label limits behind the run's submission
+    members = {m: [load_fold_model(run.fold_dir(m, f), device) for f in run.cfg.train.folds] for m in chosen["models"]}
+    _check_consistent([fm for folds in members.values() for fm in folds], run)
+    weights = run.ensemble_weights()
+    classes = next(iter(members.values()))[0].classes
+    return Predictor(
+        members,
+        np.array([weights[m] for m in members]),
+        chosen["ensemble"],
+        load_thresholds(run.path(run.cfg.thresholds.out_file), classes),
+        chosen["min_labels"],
+        chosen["max_labels"],
+    )
+
+
+def _check_consistent(models: list[FoldModel], run: Run) -> None:
+    first = models[0]
+    upstream = select_sections(first.cfg.to_dict(), UPSTREAM)
+    for fm in models[1:]:
+        if fm.classes != first.classes or select_sections(fm.cfg.to_dict(), UPSTREAM) != upstream:
+            raise MlicError(
+                f"checkpoints of {first.model} fold {first.fold} and {fm.model} fold {fm.fold} differ in classes "
+                f"or {'/'.join(UPSTREAM)} settings", path=run.root,
+                fix="rerun `dvc repro` so that every fold is up to date",
+            )  # fmt: skip
+
+
+def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
+    """Image files named on the command line: files as given, folders as their image files (sorted, not recursive).
+
+    Raises:
+        MlicError: If a path does not exist, or nothing is left to predict.
+    """
+    paths: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            paths += sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif item.exists():
+            paths.append(item)
+        else:
+            raise MlicError("no such file or folder", path=item, fix="pass image files or folders of images")
+    if not paths:
+        raise MlicError("no image files to predict", path=", ".join(map(str, inputs)),
+                        fix=f"folders are searched for {', '.join(sorted(IMAGE_SUFFIXES))} files")  # fmt: skip
+    return paths
+
+
+def readable_images(paths: list[Path], skip: bool, workers: int = 4) -> tuple[list[Path], list[MlicError]]:
+    """Split off the files that cannot be images (missing, empty, truncated, wrong signature), cheaply, up front.
+
+    Raises:
+        DataProblems: Listing every such file, unless `skip`.
+    """
+    problems = scan_images(paths, decode=False, workers=workers, desc="check images")
+    fix = None if skip else "replace the file, or pass --skip-unreadable"
+    bad = [MlicError(msg, path=paths[i], fix=fix) for i, msg in problems.items()]
+    if bad and not skip:
+        raise DataProblems(bad, f"{len(bad)} of {len(paths)} image(s) cannot be read; nothing was written")
+    return [p for i, p in enumerate(paths) if i not in problems], bad
+
+
+def decode_views(paths: Sequence[Path], prep: PrepareConfig, workers: int) -> list[np.ndarray | MlicError]:
+    """Each file's (views, S, S, 3) cached views as `prepare` builds them, or the error decoding it raised.
+
+    Crops are seeded by prepare.seed and the file name (`images.crop_rng`), as in `prepare`, whatever the order.
+    """
+
+    def views(path: Path) -> np.ndarray | MlicError:
+        try:
+            return file_views(path, prep.image_size, prep.crop_views, prep.crop_scale, prep.seed)
+        except MlicError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(views, paths))
+
+
+@dataclass(frozen=True)
+class PredictedImages:
+    """The images predicted (in input order), their probabilities, and the files skipped as unreadable."""
+
+    paths: list[Path]
+    probs: np.ndarray
+    skipped: list[MlicError]
+
+
+def predict_files(
+    predictor: Predictor, paths: list[Path], batch_size: int = 64, skip_unreadable: bool = False, workers: int = 4
+) -> PredictedImages:
+    """Blended probabilities of image files, `batch_size` images at a time, the next batch decoding meanwhile.
+
+    Raises:
+        DataProblems: For unreadable images, unless `skip_unreadable` (then they are left out and listed).
+    """
+    paths, skipped = readable_images(paths, skip_unreadable, workers)
+    kept: list[Path] = []
+    probs: list[np.ndarray] = []
+    with tqdm(total=len(paths), desc="predict", unit="img", mininterval=1.0) as bar:
+        for batch_paths, decoded in _decoded_batches(paths, predictor.prepare, batch_size, workers):
+            failed = [d for d in decoded if isinstance(d, MlicError)]
+            if failed and not skip_unreadable:
+                raise DataProblems(failed, f"{len(failed)} image(s) cannot be decoded; nothing was written")
+            skipped += failed
+            good = [(p, d) for p, d in zip(batch_paths, decoded, strict=True) if not isinstance(d, MlicError)]
+            if good:
+                kept += [p for p, _ in good]
+                probs.append(predictor.probabilities(np.stack([d for _, d in good]), batch_size))
+            bar.update(len(batch_paths))
+    if not kept:
+        raise DataProblems(skipped, f"none of the {len(skipped)} image(s) can be read; nothing was written")
+    return PredictedImages(kept, np.concatenate(probs), skipped)
+
+
+def _decoded_batches(
+    paths: list[Path], prep: PrepareConfig, batch_size: int, workers: int
+) -> Iterator[tuple[list[Path], list[np.ndarray | MlicError]]]:
+    """Batches of paths with their decoded views; the next batch decodes in a thread while this one predicts."""
+    starts = range(0, len(paths), batch_size)
+    with ThreadPoolExecutor(max_workers=1) as prefetch:
+        pending = None
+        for start in starts:
+            current = pending or prefetch.submit(decode_views, paths[start : start + batch_size], prep, workers)
+            following = start + batch_size
+            pending = (
+                prefetch.submit(decode_views, paths[following : following + batch_size], prep, workers)
+                if following < len(paths)
+                else None
+            )
+            yield paths[start : start + batch_size], current.result()
+
+
+def predictions_frame(result: PredictedImages, predictor: Predictor) -> pd.DataFrame:
+    """One row per image: its path, its space-separated tags, and one probability column per class."""
+    tags = [" ".join(t) for t in predictor.tags(result.probs)]
+    frame = pd.DataFrame({"image": [str(p) for p in result.paths], "tags": tags})
+    probs = pd.DataFrame(result.probs.round(6), columns=predictor.classes)
+    return pd.concat([frame, probs], axis=1)
+
+
+def write_predictions(frame: pd.DataFrame, path: str | Path) -> None:
+    """Write the predictions CSV atomically."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.6f")

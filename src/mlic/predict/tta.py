@@ -1,0 +1,96 @@
+"""Prediction with test-time augmentation: the registered views, and the loops that average a task's scores.
+
+Every prediction of a trained model goes through `predict_views`, which averages `Task.predict_step` over the views:
+validation after each epoch, the OOF and test predictions of `train`, `mlic predict`, and the ONNX graph of
+`mlic export-onnx` (which traces it), so the four agree by construction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from mlic.data.sources import SOURCES
+from mlic.registry import Registry
+from mlic.tasks.base import Task
+from mlic.train.runtime import Runtime
+
+View = Callable[[torch.Tensor], torch.Tensor]
+TTA_VIEWS: Registry[list[View]] = Registry("TTA preset", "train.tta")
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def _hflip(x: torch.Tensor) -> torch.Tensor:
+    return x.flip(-1)
+
+
+def _vflip(x: torch.Tensor) -> torch.Tensor:
+    return x.flip(-2)
+
+
+def _rotations(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    return torch.rot90(x.flip(-1) if flip else x, k, dims=(-2, -1))
+
+
+TTA_VIEWS.register("none")([_identity])
+TTA_VIEWS.register("flips")([_identity, _hflip, _vflip])
+TTA_VIEWS.register("dihedral")(
+    [lambda x, k=k, f=f: _rotations(x, k, f) for f in (False, True) for k in range(4)]  # type: ignore[misc]
+)
+
+
+def tta_views(name: str) -> list[View]:
+    """The test-time views named `name`; predictions are averaged over them."""
+    return TTA_VIEWS.get(name)
+
+
+def task_views(task: Task, views: Sequence[View]) -> list[View]:
+    """The views worth running for `task`: all of them when it reads a spatial source, else the identity alone."""
+    return list(views) if any(SOURCES.get(s).spatial for s in task.sources) else list(views[:1])
+
+
+def predict_views(task: Task, net: nn.Module, inputs: dict[str, torch.Tensor], views: Sequence[View]) -> torch.Tensor:
+    """(N, C) scores of one batch of normalised sources: `task.predict_step` averaged over the views.
+
+    A view transforms the spatial sources (images) and leaves the others (vectors) as they are.
+    """
+    total = 0.0
+    for view in views:
+        viewed = {k: view(v) if SOURCES.get(k).spatial else v for k, v in inputs.items() if k != "target"}
+        total = total + task.predict_step(net, viewed)
+    return total / len(views)
+
+
+@torch.no_grad()
+def predict_loader(
+    task: Task,
+    net: nn.Module,
+    loader: DataLoader,
+    rt: Runtime,
+    views: Sequence[View],
+    cached_views: int = 1,
+    progress: bool = True,
+) -> np.ndarray:
+    """(N, C) float32 scores of a loader's rows, averaged over test-time views and cached views.
+
+    Two kinds of views are averaged: the flips and rotations in `views`, applied on the device, and the
+    `cached_views` consecutive samples of each row (the cached resize and crops; see `expand_views`).
+    """
+    net.to(rt.device).eval()
+    views = task_views(task, views)
+    out = []
+    for batch in tqdm(loader, desc="predict", leave=False, mininterval=2.0, disable=not progress):
+        x = rt.inputs(batch)
+        with rt.autocast():
+            scores = predict_views(task, net, x, views)
+        out.append(scores.float().cpu().numpy().astype(np.float32))
+    probs = np.concatenate(out)
+    return probs.reshape(-1, cached_views, probs.shape[1]).mean(axis=1)

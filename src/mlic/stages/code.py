@@ -1,0 +1,28 @@
+"""Stage `code`: check one trained model's entry against its architecture, and record that architecture's sources.
+
+`mlic code --model M` resolves `models.M` with its architecture's config class, so an unknown or mistyped key fails
+here, naming the entry, the arch and the key, before any data is read. It then writes `<train.code_dir>/M.json`: the
+arch and every source file its module imports (`mlic.deps`), with their hashes. `train@M-<fold>` depends on that file
+rather than on every model's code, so adding or editing another architecture leaves M's training alone: this stage
+reruns (seconds), writes the same bytes, and DVC skips the training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mlic import deps
+from mlic.config import Config
+from mlic.io import write_json
+from mlic.models.registry import resolve_model
+
+
+def main(cfg: Config, model: str | None = None) -> None:
+    """Write `<train.code_dir>/<model>.json` (default model: the first of train.models)."""
+    model = model or cfg.train.models[0]
+    arch = resolve_model(cfg, model).spec.name
+    root = deps.source_root()
+    files = deps.relative_files(deps.arch_modules(arch, root), root)
+    out = Path(cfg.train.code_dir) / f"{model}.json"
+    write_json(out, {"arch": arch, "files": deps.file_hashes(files)})
+    print(f"code {model}: arch {arch}, {len(files)} source files -> {out}")

@@ -1,0 +1,111 @@
+"""The task contract: what an architecture trains on, how it trains, and how it predicts.
+
+A task owns four things, and the engine, validation, `mlic predict` and `mlic export-onnx` call only these:
+- `sources`: the batch entries it reads, names from the registry of sources (`mlic.data.sources`: the image cache,
+  HOG, ...); training loads only those, and `target` (the label matrix row) comes with every training batch;
+- `phases(epochs)`: the training schedule, each phase a number of epochs, the parameters that train and an LR scale;
+- `training_step(net, batch)`: the loss, with its named parts for logging;
+- `predict_step(net, batch)`: (N, C) scores in [0, 1].
+
+A new architecture brings its task (or uses `MultiLabelTask`, `mlic.tasks.multilabel`), so the engine needs no
+branch for it: the task, not the loop, knows about auxiliary heads, teachers or frozen parts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from mlic.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A span of epochs with its own trainable parameters and learning-rate scale.
+
+    Args:
+        name: Shown in the progress bar and the log.
+        epochs: Epochs in this phase.
+        trainable: Prefixes of the parameter names that train (`("head.",)`); None trains every parameter. Modules
+            whose parameters are all frozen also stay in eval mode, so their batch-norm statistics do not move.
+        lr_scale: Multiplies the scheduled learning rate during the phase.
+    """
+
+    name: str
+    epochs: int
+    trainable: tuple[str, ...] | None = None
+    lr_scale: float = 1.0
+
+    def trains(self, parameter_name: str) -> bool:
+        """Whether the parameter called `parameter_name` trains in this phase."""
+        return self.trainable is None or parameter_name.startswith(self.trainable)
+
+
+@dataclass
+class StepOutput:
+    """One training step's loss (what is minimised) and its named parts (summing to it; logged per epoch)."""
+
+    loss: torch.Tensor
+    parts: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Task:
+    """Base class of the tasks: subclasses define the steps; the defaults give one phase over every parameter.
+
+    Args:
+        cfg: The architecture's config (its typed `models` entry).
+    """
+
+    sources: tuple[str, ...] = ("image",)
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def setup(self, train_labels: np.ndarray) -> None:
+        """Called once before training with the (N, C) labels of the training rows (e.g. to weight the loss)."""
+
+    def phases(self, epochs: int) -> list[Phase]:
+        """The training schedule over `train.epochs` epochs."""
+        return [Phase("train", epochs)]
+
+    def training_step(self, net: nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
+        """The loss of one batch of normalised sources and `target`, on the device."""
+        raise NotImplementedError
+
+    def predict_step(self, net: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(N, C) scores in [0, 1] of one batch of normalised sources (one test-time view)."""
+        raise NotImplementedError
+
+    def inputs(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """The batch entries the network takes, in `sources` order."""
+        return [batch[name] for name in self.sources]
+
+
+def check_phases(phases: Sequence[Phase], epochs: int, arch: str) -> list[Phase]:
+    """The phases, checked: at least one, each at least one epoch, together exactly `train.epochs`.
+
+    Raises:
+        ConfigError: Naming the arch and the phase lengths.
+    """
+    lengths = [p.epochs for p in phases]
+    if not phases or min(lengths) < 1 or sum(lengths) != epochs:
+        raise ConfigError(
+            f"arch {arch!r}: training phases of {lengths} epochs do not add up to train.epochs = {epochs}",
+            path="params.yaml",
+            fix="change train.epochs or the phase lengths in the models entry (each phase needs >= 1 epoch)",
+        )
+    return list(phases)
+
+
+def phase_at(phases: Sequence[Phase], epoch: int) -> int:
+    """Index of the phase that epoch `epoch` (0-based) belongs to; the last phase for epochs past the schedule."""
+    end = 0
+    for index, phase in enumerate(phases):
+        end += phase.epochs
+        if epoch < end:
+            return index
+    return len(phases) - 1
