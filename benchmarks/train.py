@@ -27,8 +27,8 @@ import time
 import numpy as np
 import torch
 
-from mlic.config import TrainConfig, build_entry
-from mlic.models.registry import ModelDims, get_arch
+from mlic.config import ModelEntry, TrainConfig
+from mlic.models.registry import ModelDims, get_arch, resolve_entry
 from mlic.train.augment import create_augmentation
 from mlic.train.batches import CachedSamples, seed_worker
 from mlic.train.engine import make_engine, run_epoch
@@ -88,15 +88,15 @@ IMAGE_STATS = {"image": {"mean": torch.full((3,), 0.5), "std": torch.full((3,), 
 
 def build(arch: str, backbone: str):
     """The registered architecture's network (seeded) and task, on `backbone` when it takes one."""
-    spec = get_arch(arch)
-    options = {"backbone": backbone} if "backbone" in {f.name for f in dataclasses.fields(spec.config)} else {}
-    cfg = build_entry(spec.config, options, f"models.{arch}", f"arch {arch!r}")
-    task = spec.task(cfg)
+    keys = {f.name for f in dataclasses.fields(get_arch(arch).config)}
+    options = {"backbone": backbone} if "backbone" in keys else {}
+    resolved = resolve_entry(arch, ModelEntry(arch, options))
+    task = resolved.task()
     if task.sources != ("image",):
         raise SystemExit(f"{arch} reads {task.sources}; this benchmark feeds images only")
     task.setup((np.random.default_rng(0).random((64, NUM_CLASSES)) < 0.2).astype(np.uint8))
     torch.manual_seed(0)
-    return spec.build(cfg, ModelDims(NUM_CLASSES, {"image": 3})), task
+    return resolved.build(ModelDims(NUM_CLASSES, {"image": 3})), task
 
 
 def measure(args: argparse.Namespace, arch: str, pipeline: str) -> dict:

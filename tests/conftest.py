@@ -45,10 +45,9 @@ def arch_model(arch: str, num_classes: int, source_dims: dict | None = None, **o
     """A registered architecture's network and task, with `options` checked by its config class (seeded init)."""
     import torch
 
-    from mlic.config import build_entry
-    from mlic.models.registry import ModelDims, get_arch
+    from mlic.config import ModelEntry
+    from mlic.models.registry import ModelDims, resolve_entry
 
-    spec = get_arch(arch)
-    cfg = build_entry(spec.config, options, f"models.{arch}", f"arch {arch!r}")
+    resolved = resolve_entry(arch, ModelEntry(arch, options))
     torch.manual_seed(0)
-    return spec.build(cfg, ModelDims(num_classes, source_dims or {})), spec.task(cfg)
+    return resolved.build(ModelDims(num_classes, source_dims or {})), resolved.task()

@@ -22,7 +22,7 @@ from typing import Any
 
 from torch import nn
 
-from mlic.config import Config, build_entry, invalid
+from mlic.config import Config, ModelEntry, build_entry, invalid
 from mlic.errors import ConfigError
 from mlic.registry import Registry
 from mlic.tasks.base import Task
@@ -148,7 +148,11 @@ def resolve_model(cfg: Config, key: str) -> ResolvedModel:
     Raises:
         ConfigError: For an unknown entry or arch, or a key the arch does not have (naming entry, arch and key).
     """
-    entry = cfg.model(key)
+    return resolve_entry(key, cfg.model(key))
+
+
+def resolve_entry(key: str, entry: ModelEntry) -> ResolvedModel:
+    """A models entry, under the name `key`, with its architecture's config class applied (see `resolve_model`)."""
     spec = get_arch(entry.arch)
     prefix, owner = f"models.{key}", f"arch {entry.arch!r}"
     config = build_entry(spec.config, entry.options, prefix, owner)
