@@ -27,7 +27,7 @@ import mlic.train.fold
 from mlic.cli import main
 from mlic.config import Config, load_config
 from mlic.data.sources import SOURCES, Source, SourceData, Standardise
-from mlic.layout import load_prepared, load_training_curves
+from mlic.layout import Prepared, load_prepared, load_training_curves
 from mlic.models.backbones import BackboneConfig, create_backbone, feature_channels, feature_map
 from mlic.models.registry import ARCHS, ArchSpec, ModelDims
 from mlic.predict.inference import load_fold_model
@@ -45,8 +45,7 @@ def channel_means(views: np.ndarray) -> np.ndarray:
     return (np.asarray(views, dtype=np.float32).mean(axis=(2, 3)) / 255.0).astype(np.float32)
 
 
-def _load_probe(cfg: Config, root: Path) -> SourceData:
-    prep = load_prepared(root / cfg.prepare.out_dir)
+def _load_probe(cfg: Config, root: Path, prep: Prepared) -> SourceData:
     train = channel_means(prep.train_images)
     return SourceData(train, channel_means(prep.test_images), {"mean": train.mean(axis=(0, 1)),
                                                                 "std": train.std(axis=(0, 1)) + 1e-3})  # fmt: skip

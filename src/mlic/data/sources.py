@@ -22,7 +22,7 @@ from torch import nn
 
 from mlic.config import Config
 from mlic.features.hog import hog_of_views
-from mlic.layout import load_hog, load_prepared
+from mlic.layout import Prepared, load_hog
 from mlic.registry import Registry
 
 Stats = dict[str, torch.Tensor]  # a source's normalisation statistics, as saved in checkpoints
@@ -48,7 +48,8 @@ class Source:
 
     Args:
         name: The batch key.
-        load: Reads a project's stage outputs (paths from the config, under a root folder).
+        load: Reads a project's stage outputs (paths from the config, under a root folder), given the `prepare`
+            outputs the caller has already opened.
         sample: One cached item (a row's view) -> the tensor a batch stacks; gets the training augmentation or None.
         normaliser: Builds the module mapping a stacked batch (on the device) to the network's input, from stats.
         from_views: Computes this source for new images from their (N, views, S, S, 3) uint8 views (`mlic predict`).
@@ -58,7 +59,7 @@ class Source:
     """
 
     name: str
-    load: Callable[[Config, Path], SourceData]
+    load: Callable[[Config, Path, Prepared], SourceData]
     sample: Callable[[np.ndarray, Any], torch.Tensor]
     normaliser: Callable[[Stats], nn.Module]
     from_views: Callable[[np.ndarray, Config], np.ndarray]
@@ -87,8 +88,7 @@ class Standardise(nn.Module):
         return (x - self.mean) / self.std
 
 
-def _load_image(cfg: Config, root: Path) -> SourceData:
-    prep = load_prepared(root / cfg.prepare.out_dir)
+def _load_image(cfg: Config, root: Path, prep: Prepared) -> SourceData:
     stats = {"mean": np.asarray(prep.mean, dtype=np.float32), "std": np.asarray(prep.std, dtype=np.float32)}
     return SourceData(prep.train_images, prep.test_images, stats)
 
@@ -120,7 +120,7 @@ SOURCES.register("image")(
 )
 
 
-def _load_hog(cfg: Config, root: Path) -> SourceData:
+def _load_hog(cfg: Config, root: Path, prep: Prepared) -> SourceData:
     hog = load_hog(root / cfg.hog.out_dir)
     return SourceData(hog.train, hog.test, {"mean": hog.mean, "std": hog.std})
 
@@ -139,9 +139,9 @@ SOURCES.register("hog")(
 )
 
 
-def load_sources(names: tuple[str, ...], cfg: Config, root: Path = Path(".")) -> dict[str, SourceData]:
-    """The named sources of a project's outputs."""
-    return {name: SOURCES.get(name).load(cfg, root) for name in names}
+def load_sources(names: tuple[str, ...], cfg: Config, prep: Prepared, root: Path = Path(".")) -> dict[str, SourceData]:
+    """The named sources of a project's outputs (`prep`: its `prepare` outputs, already open)."""
+    return {name: SOURCES.get(name).load(cfg, root, prep) for name in names}
 
 
 def stats_tensors(data: dict[str, SourceData]) -> dict[str, Stats]:

@@ -66,7 +66,8 @@ def load_fold_data(cfg: Config, fold: int, sources: tuple[str, ...]) -> FoldData
     """Read the prepared data, the folds and the task's sources."""
     prep = load_prepared(cfg.prepare.out_dir)
     folds = load_folds(cfg.folds.out_file, prep.train_ids)
-    return FoldData(prep, load_sources(sources, cfg), np.flatnonzero(folds != fold), np.flatnonzero(folds == fold))
+    data = load_sources(sources, cfg, prep)
+    return FoldData(prep, data, np.flatnonzero(folds != fold), np.flatnonzero(folds == fold))
 
 
 def loaders(cfg: Config, data: FoldData, ctx: DistContext) -> tuple[DataLoader, DataLoader, DataLoader]:
