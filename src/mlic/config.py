@@ -28,9 +28,6 @@ def invalid(key: str, message: str, fix: str | None = None) -> typing.NoReturn:
     raise ConfigError(f"{key}: {message}", path=DEFAULT_PARAMS, fix=fix)
 
 
-_fail = invalid
-
-
 @dataclass(frozen=True)
 class SampleConfig:
     """The embedded synthetic Planet-like competition (stage `sample`)."""
@@ -45,11 +42,11 @@ class SampleConfig:
 
     def __post_init__(self):
         if self.n_train < 10 or self.n_test < 1:
-            _fail("sample.n_train", "needs at least 10 training and 1 test chips")
+            invalid("sample.n_train", "needs at least 10 training and 1 test chips")
         if self.image_size < 32:
-            _fail("sample.image_size", f"must be >= 32, got {self.image_size}")
+            invalid("sample.image_size", f"must be >= 32, got {self.image_size}")
         if not 1 <= self.jpeg_quality <= 100:
-            _fail("sample.jpeg_quality", f"must be in 1..100, got {self.jpeg_quality}")
+            invalid("sample.jpeg_quality", f"must be in 1..100, got {self.jpeg_quality}")
 
 
 @dataclass(frozen=True)
@@ -67,7 +64,7 @@ class FolderConfig:
 
     def __post_init__(self):
         if bool(self.tags_column) == bool(self.label_columns):
-            _fail(
+            invalid(
                 "data.folder.tags_column",
                 "set exactly one of tags_column and label_columns",
                 "tags_column: tags for a space-separated column, or tags_column: '' with label_columns: [a, b]",
@@ -85,7 +82,7 @@ class DataConfig:
 
     def __post_init__(self):
         if self.min_label_count < 0:
-            _fail("data.min_label_count", f"must be >= 0, got {self.min_label_count}")
+            invalid("data.min_label_count", f"must be >= 0, got {self.min_label_count}")
 
 
 @dataclass(frozen=True)
@@ -102,13 +99,13 @@ class PrepareConfig:
 
     def __post_init__(self):
         if self.image_size < 16:
-            _fail("prepare.image_size", f"must be >= 16, got {self.image_size}")
+            invalid("prepare.image_size", f"must be >= 16, got {self.image_size}")
         if self.crop_views < 0:
-            _fail("prepare.crop_views", f"must be >= 0, got {self.crop_views}")
+            invalid("prepare.crop_views", f"must be >= 0, got {self.crop_views}")
         if not 0.1 <= self.crop_scale <= 1.0:
-            _fail("prepare.crop_scale", f"must be in [0.1, 1], got {self.crop_scale}")
+            invalid("prepare.crop_scale", f"must be in [0.1, 1], got {self.crop_scale}")
         if self.num_workers < 1:
-            _fail("prepare.num_workers", f"must be >= 1, got {self.num_workers}")
+            invalid("prepare.num_workers", f"must be >= 1, got {self.num_workers}")
 
     @property
     def views(self) -> int:
@@ -130,13 +127,13 @@ class HogConfig:
 
     def __post_init__(self):
         if self.image_size < self.pixels_per_cell * self.cells_per_block:
-            _fail(
+            invalid(
                 "hog.image_size",
                 f"{self.image_size} px holds no block of {self.cells_per_block} x {self.pixels_per_cell} px cells",
                 "raise hog.image_size or lower hog.pixels_per_cell",
             )
         if min(self.orientations, self.pixels_per_cell, self.cells_per_block, self.batch_size, self.num_workers) < 1:
-            _fail("hog", "orientations, pixels_per_cell, cells_per_block, batch_size and num_workers must be >= 1")
+            invalid("hog", "orientations, pixels_per_cell, cells_per_block, batch_size and num_workers must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -149,7 +146,7 @@ class FoldsConfig:
 
     def __post_init__(self):
         if self.n_splits < 2:
-            _fail("folds.n_splits", f"must be >= 2, got {self.n_splits}")
+            invalid("folds.n_splits", f"must be >= 2, got {self.n_splits}")
 
 
 @dataclass(frozen=True)
@@ -171,10 +168,10 @@ class ModelEntry:
 
 def _model_entry(key: str, value: Any) -> ModelEntry:
     if not isinstance(value, dict):
-        _fail(key, f"expected a mapping with an `arch` key, got {value!r}")
+        invalid(key, f"expected a mapping with an `arch` key, got {value!r}")
     arch = value.get("arch")
     if not isinstance(arch, str) or not arch:
-        _fail(f"{key}.arch", "missing: every models entry names its architecture", "e.g. arch: baseline")
+        invalid(f"{key}.arch", "missing: every models entry names its architecture", "e.g. arch: baseline")
     return ModelEntry(arch, {str(k): v for k, v in value.items() if k != "arch"})
 
 
@@ -212,29 +209,31 @@ class TrainConfig:
 
     def __post_init__(self):
         if not self.models or len(set(self.models)) != len(self.models):
-            _fail("train.models", f"must be a non-empty list of distinct entries of `models`, got {list(self.models)}")
+            invalid(
+                "train.models", f"must be a non-empty list of distinct entries of `models`, got {list(self.models)}"
+            )
         if not self.folds or len(set(self.folds)) != len(self.folds):
-            _fail("train.folds", f"must be a non-empty list of distinct fold ids, got {list(self.folds)}")
+            invalid("train.folds", f"must be a non-empty list of distinct fold ids, got {list(self.folds)}")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
-                _fail(f"train.{name}", f"must be >= 1, got {getattr(self, name)}")
+                invalid(f"train.{name}", f"must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
-            _fail("train.lr", f"must be > 0, got {self.lr}")
+            invalid("train.lr", f"must be > 0, got {self.lr}")
         if self.oversample_power < 0:
-            _fail("train.oversample_power", f"must be >= 0, got {self.oversample_power}")
+            invalid("train.oversample_power", f"must be >= 0, got {self.oversample_power}")
         for name in ("warmup_epochs", "clip_grad_norm", "early_stopping_patience"):
             if getattr(self, name) < 0:
-                _fail(f"train.{name}", f"must be >= 0, got {getattr(self, name)}")
+                invalid(f"train.{name}", f"must be >= 0, got {getattr(self, name)}")
         if self.warmup_epochs >= self.epochs:
-            _fail("train.warmup_epochs", f"must be below train.epochs ({self.epochs}), got {self.warmup_epochs}")
+            invalid("train.warmup_epochs", f"must be below train.epochs ({self.epochs}), got {self.warmup_epochs}")
         if not 0 <= self.min_lr_ratio <= 1:
-            _fail("train.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
+            invalid("train.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
         if self.accumulate_steps < 1:
-            _fail("train.accumulate_steps", f"must be >= 1, got {self.accumulate_steps}")
+            invalid("train.accumulate_steps", f"must be >= 1, got {self.accumulate_steps}")
         if not 0 <= self.ema_decay < 1:
-            _fail("train.ema_decay", f"must be in [0, 1), got {self.ema_decay}", "0.999 is typical; 0 turns EMA off")
+            invalid("train.ema_decay", f"must be in [0, 1), got {self.ema_decay}", "0.999 is typical; 0 turns EMA off")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            _fail("train.device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+            invalid("train.device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
 
 @dataclass(frozen=True)
@@ -257,18 +256,18 @@ class ThresholdsConfig:
 
     def __post_init__(self):
         if not 0 < self.grid_step <= 0.5:
-            _fail("thresholds.grid_step", f"must be in (0, 0.5], got {self.grid_step}")
+            invalid("thresholds.grid_step", f"must be in (0, 0.5], got {self.grid_step}")
         if self.beta <= 0:
-            _fail("thresholds.beta", f"must be > 0, got {self.beta}")
+            invalid("thresholds.beta", f"must be > 0, got {self.beta}")
         if self.min_labels < 0:
-            _fail("thresholds.min_labels", f"must be >= 0, got {self.min_labels}")
+            invalid("thresholds.min_labels", f"must be >= 0, got {self.min_labels}")
         if self.max_labels and self.max_labels < max(self.min_labels, 1):
-            _fail("thresholds.max_labels", f"must be 0 (off) or >= min_labels, got {self.max_labels}")
+            invalid("thresholds.max_labels", f"must be 0 (off) or >= min_labels, got {self.max_labels}")
         for name in ("max_passes", "optuna_trials"):
             if getattr(self, name) < 1:
-                _fail(f"thresholds.{name}", f"must be >= 1, got {getattr(self, name)}")
+                invalid(f"thresholds.{name}", f"must be >= 1, got {getattr(self, name)}")
         if self.shrink < 0:
-            _fail("thresholds.shrink", f"must be >= 0, got {self.shrink}")
+            invalid("thresholds.shrink", f"must be >= 0, got {self.shrink}")
 
 
 @dataclass(frozen=True)
@@ -313,11 +312,11 @@ class Config:
     def __post_init__(self):
         bad = [f for f in self.train.folds if not 0 <= f < self.folds.n_splits]
         if bad:
-            _fail("train.folds", f"fold ids {bad} are outside 0..{self.folds.n_splits - 1} (folds.n_splits)")
+            invalid("train.folds", f"fold ids {bad} are outside 0..{self.folds.n_splits - 1} (folds.n_splits)")
         for key in self.train.models:
             if key not in self.models:
                 close = difflib.get_close_matches(key, list(self.models), n=1)
-                _fail(
+                invalid(
                     "train.models",
                     f"{key!r} is not an entry of `models`" + (f"; did you mean {close[0]!r}?" if close else ""),
                     f"known: {', '.join(self.models)}",
@@ -326,7 +325,7 @@ class Config:
     def model(self, key: str) -> ModelEntry:
         """The `models` entry called `key`."""
         if key not in self.models:
-            _fail("models", f"no entry {key!r}", f"known: {', '.join(self.models)}")
+            invalid("models", f"no entry {key!r}", f"known: {', '.join(self.models)}")
         return self.models[key]
 
     def fold_dir(self, model: str, fold: int) -> Path:
@@ -369,13 +368,13 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
         return _coerce(key, next(a for a in args if a is not type(None)), value)
     if origin is dict:
         if not isinstance(value, dict):
-            _fail(key, f"expected a mapping, got {value!r}")
+            invalid(key, f"expected a mapping, got {value!r}")
         if args[1] is ModelEntry:
             return {str(k): _model_entry(f"{key}.{k}", v) for k, v in value.items()}
         return {str(k): _coerce(f"{key}.{k}", args[1], v) for k, v in value.items()}
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            _fail(key, f"expected a list, got {value!r}")
+            invalid(key, f"expected a list, got {value!r}")
         return tuple(_coerce(f"{key}[{i}]", args[0], v) for i, v in enumerate(value))
     if hint is float and not isinstance(value, bool):
         try:
@@ -384,7 +383,7 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
             pass
     if hint in (bool, int, str) and type(value) is hint:  # exact type: YAML's `yes` is no int, and 1 is no bool
         return value
-    _fail(key, f"expected {getattr(hint, '__name__', hint)}, got {value!r} ({type(value).__name__})")
+    invalid(key, f"expected {getattr(hint, '__name__', hint)}, got {value!r} ({type(value).__name__})")
 
 
 def _build(cls: type, data: Any, prefix: str, owner: str = "") -> Any:
@@ -392,7 +391,7 @@ def _build(cls: type, data: Any, prefix: str, owner: str = "") -> Any:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        _fail(prefix or "params", f"expected a mapping, got {type(data).__name__}")
+        invalid(prefix or "params", f"expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
@@ -401,7 +400,7 @@ def _build(cls: type, data: Any, prefix: str, owner: str = "") -> Any:
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            _fail(full, f"unknown key{f' for {owner}' if owner else ''}{hint}", f"known: {', '.join(names)}")
+            invalid(full, f"unknown key{f' for {owner}' if owner else ''}{hint}", f"known: {', '.join(names)}")
         hint = hints[key]
         kwargs[key] = _build(hint, value, full) if dataclasses.is_dataclass(hint) else _coerce(full, hint, value)
     return cls(**kwargs)
@@ -458,6 +457,11 @@ def select_sections(data: dict[str, Any], sections: Sequence[str]) -> dict[str, 
     return picked
 
 
+def write_params(data: dict[str, Any], path: str | Path) -> None:
+    """Write a params mapping (a resolved config, or some of its sections) as YAML in params order, atomically."""
+    write_text(path, yaml.safe_dump(data, sort_keys=False))
+
+
 def save_config(cfg: Config, path: str | Path, sections: Sequence[str] | None = None) -> None:
     """Write the resolved config (defaults filled in) as YAML, atomically: all of it, or only `sections`.
 
@@ -465,4 +469,4 @@ def save_config(cfg: Config, path: str | Path, sections: Sequence[str] | None = 
     changes reruns everything downstream of it).
     """
     data = cfg.to_dict()
-    write_text(path, yaml.safe_dump(select_sections(data, sections) if sections else data, sort_keys=False))
+    write_params(select_sections(data, sections) if sections else data, path)

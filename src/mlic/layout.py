@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlic.config import Config, save_config
+from mlic.config import Config, save_config, write_params
 from mlic.data.labels import load_labels, save_labels
 from mlic.errors import MlicError
 from mlic.io import atomic_path, write_json, write_text
@@ -201,15 +201,9 @@ def save_fold(fold_dir: str | Path, outputs: FoldOutputs, live_dir: Path) -> Non
         torch.save(outputs.checkpoint, out / CHECKPOINT)
         np.savez(out / OOF_FILE, rows=outputs.val_rows, probs=outputs.oof)
         np.save(out / TEST_FILE, outputs.test)
-        write_text(out / CONFIG_FILE, _yaml(outputs.config))
+        write_params(outputs.config, out / CONFIG_FILE)
         shutil.copytree(live_dir, out / LIVE_DIR)
         write_text(out / FOLD_METRICS_FILE, json.dumps(outputs.summary, indent=2) + "\n")
-
-
-def _yaml(data: dict) -> str:
-    import yaml
-
-    return yaml.safe_dump(data, sort_keys=False)
 
 
 def load_checkpoint(fold_dir: str | Path) -> dict:
