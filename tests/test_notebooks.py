@@ -48,7 +48,7 @@ def test_notebook_runs_on_a_finished_run(path: Path, finished_run: Path, monkeyp
     expected = {
         "01_data": ["primary"],  # a Planet tag in the label tables
         "02_folds": ["model baseline (baseline)"],  # the fold notebook's model line
-        "03_compare": ["shrink-4", "hourglass"],  # the fixture's experiment, and the second model
+        "03_compare": ["global-cut", "hourglass"],  # the fixture's experiment, and the second model
     }[path.stem]
     assert all(word in text for word in expected), f"{path.name}: missing {expected} in the outputs"
     if path.stem == "02_folds":

@@ -79,7 +79,7 @@ def test_repro_writes_a_valid_submission_and_metrics(first_repro):
         assert {"f2_samples", "map", "cf1", "of1", "cf1_top3", "of1_top3"} <= set(metrics[part])
         assert 0 < metrics[part]["f2_samples"] <= 1
     scores = yaml.safe_load((project / "reports" / "thresholds.json").read_text())
-    assert set(scores) == {"global", "per_class_exact", "optuna"}
+    assert set(scores) == {"auto", "global", "per_class_exact", "optuna"}  # auto: the chosen one's scores
     for report in scores.values():
         assert set(report["folds"]) == {"0", "1"} and 0 < report["nested"]["f2_samples"] <= 1
     assert metrics["oof_rows"] == 120 and set(metrics["models"]) == {"baseline"}
@@ -132,7 +132,7 @@ def test_changing_the_ensemble_or_thresholds_reruns_only_what_reads_them(with_ho
     assert sorted(_stages_run(_dvc(project, "repro"))) == sorted(BASE_STAGES[5:])
     weights = yaml.safe_load((project / "data/processed/ensemble/weights.json").read_text())
     assert set(weights) == {"baseline", "hog_linear"} and sum(weights.values()) == pytest.approx(1.0, abs=1e-5)
-    _edit_params(project, {"thresholds": {"shrink": 5.0}})
+    _edit_params(project, {"thresholds": {"method": "per_class_exact", "shrink": 5.0}})  # auto ignores shrink
     assert sorted(_stages_run(_dvc(project, "repro"))) == sorted(BASE_STAGES[6:])
 
 
@@ -141,11 +141,25 @@ def test_same_seed_gives_the_same_folds_and_submission(with_hog_linear, tmp_path
     outputs = ("data/raw/sample/train_v2.csv", "data/processed/folds.csv", "submissions/submission.csv",
                "data/interim/code/baseline.json")  # fmt: skip
     oof_file = project / "data/processed/train/baseline/fold_0/oof.npz"
-    before = {p: (project / p).read_bytes() for p in outputs}
+    before = {p: (project / p).read_bytes() for p in (*outputs, "dvc.lock")}
     oof_before = np.load(oof_file)["probs"]
     ran = _stages_run(_dvc(project, "repro", "--force"))  # recompute every stage, nothing restored from DVC's cache
     models = ["code@hog_linear", "train@hog_linear-0", "train@hog_linear-1"]
     assert sorted(ran) == sorted(BASE_STAGES + TRAIN_STAGES + models)
-    for path, content in before.items():
+    for path, content in before.items():  # dvc.lock too: every tracked output (reports, metrics) is byte-identical
         assert (project / path).read_bytes() == content, path
     assert np.array_equal(np.load(oof_file)["probs"], oof_before)  # training itself is seeded, augmentation included
+
+
+def test_dropping_a_model_leaves_the_lock_a_fresh_clone_would_write(first_repro, with_hog_linear, tmp_path):
+    """ensemble and evaluate hash only the listed models' folds: no leftovers of a dropped model in dvc.lock."""
+    project = _copy(with_hog_linear, tmp_path)
+    _edit_params(project, {"train": {"models": ["baseline"]}})
+    log = _dvc(project, "repro")
+    assert "removed data/processed/train/hog_linear" in log
+    assert not (project / "data/processed/train/hog_linear").exists()
+    fresh, dropped = (yaml.safe_load((p / "dvc.lock").read_text())["stages"] for p in (first_repro[0], project))
+    for stage in ("ensemble", "evaluate"):
+        assert dropped[stage]["deps"] == fresh[stage]["deps"], stage
+    for stage in ("ensemble", "thresholds", "submit"):
+        assert dropped[stage]["outs"] == fresh[stage]["outs"], stage

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import REPO
+from finished_run import tool_env
 
 from mlic.config import config_from_dict
 from mlic.stages import folds, hog, prepare
@@ -69,6 +71,12 @@ def root(sample_competition, tmp_path_factory) -> Path:
     return root
 
 
+def _stage_command(model: str, fold: int) -> str:
+    """The train stage's command as dvc.yaml spells it, for one model and fold."""
+    cmd = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train"]["cmd"]
+    return cmd.replace("${item.model}", model).replace("${item.fold}", str(fold))
+
+
 def _run(args: list[str], **kw) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=600, **kw)
@@ -95,7 +103,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(root, sample
     checkpoint = root / "killed/checkpoints/baseline/fold_0/last.pt"
     crash = _run(["-c", KILLER, str(checkpoint), "8", "--params", str(killed), *command])
     assert crash.returncode == -signal.SIGKILL, crash.stderr[-3000:]
-    assert torch.load(checkpoint, weights_only=False)["train_state"]["epoch"] == 1  # died inside epoch 2
+    assert torch.load(checkpoint, weights_only=True)["train_state"]["epoch"] == 1  # died inside epoch 2
     assert not (root / "killed/train/baseline/fold_0").exists()  # no half-written outputs
 
     resumed = _run(["-m", "mlic.cli", "--params", str(killed), *command])
@@ -124,13 +132,18 @@ def test_ddp_on_two_gloo_processes_matches_one_process(root, sample_competition)
     process would (up to float rounding), and only rank 0 writes outputs."""
     train = {"epochs": 2, "warmup_epochs": 0, "batch_size": 8, "augment": "none"}
     single = _params(root, sample_competition, "single", train)
-    ddp = _params(root, sample_competition, "ddp", train)
+    ddp = _params(root, sample_competition, "ddp", {**train, "nproc_per_node": 2})
     command = ["train", "--model", "hog_linear", "--fold", "0"]
     one = _run(["-m", "mlic.cli", "--params", str(single), *command])
     assert one.returncode == 0, one.stderr[-3000:]
-    torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "mlic.cli"]
-    two = _run([*torchrun, "--params", str(ddp), *command])
+    # exactly what `dvc repro train@hog_linear-0` runs, in a project whose params.yaml asks for 2 processes
+    project = root / "ddp_project"
+    project.mkdir()
+    (project / "params.yaml").write_text(ddp.read_text())
+    two = subprocess.run(_stage_command("hog_linear", 0), shell=True, cwd=project, capture_output=True, text=True,
+                         env={**tool_env(), "PYTHONUNBUFFERED": "1"}, timeout=600)  # fmt: skip
     assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    assert "launching 2 processes" in two.stdout
     assert "x 2 process(es)" in two.stdout and two.stdout.count("val F2 with TTA") == 1  # rank 0 reports
     a, b = _outputs(single, "hog_linear"), _outputs(ddp, "hog_linear")
     assert np.allclose(a["oof"], b["oof"], atol=1e-5) and np.allclose(a["test"], b["test"], atol=1e-5)

@@ -2,14 +2,16 @@
 
 Stages: sample, code --model M, prepare, hog, folds, train --model M --fold N [--resume], ensemble, thresholds,
 submit, evaluate.
-Multi-GPU: torchrun --nproc_per_node N -m mlic.cli train --model M --fold N.
-Tools: check, validate-submission, score, download, predict, export-onnx, dvc-deps.
+Multi-GPU: train.nproc_per_node: N in params.yaml, or torchrun --nproc_per_node N -m mlic.cli train --model M
+--fold K.
+Tools: check, validate-submission, score, download, kaggle-submit, predict, export-onnx, dvc-deps.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,7 +37,7 @@ def _train_args(parser: argparse.ArgumentParser) -> None:
 # Stage name -> (module under mlic.stages, help, extra arguments). Modules import lazily, so that stages and
 # tools without a model never pay for importing torch.
 STAGES: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None] | None]] = {
-    "sample": ("sample", "generate the embedded synthetic Planet-like competition", None),
+    "sample": ("sample", "generate the embedded synthetic competition (Planet-like, or iMet-layout)", None),
     "code": ("code", "check a models entry and record its architecture's source files", _code_args),
     "prepare": ("prepare", "read and check the data, build the label matrix and image cache", None),
     "hog": ("hog", "HOG features of every cached image view", None),
@@ -70,6 +72,12 @@ def _score_args(p: argparse.ArgumentParser) -> None:
 def _download_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("competition", help="planet or imet2019")
     p.add_argument("--dest", type=Path, help="target folder (default: data/raw/<competition>)")
+
+
+def _kaggle_submit_args(p: argparse.ArgumentParser) -> None:
+    _validate_args(p)  # the same checks as validate-submission, which run first
+    p.add_argument("-m", "--message", required=True, help="submission description shown on Kaggle")
+    p.add_argument("--slug", help="Kaggle competition (kaggle.com/c/<slug>; default: the reader's, none for folder)")
 
 
 RUN_HELP = "project folder of a finished run, whose params.yaml is read (default: .)"
@@ -109,6 +117,11 @@ TOOLS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = {
         "download competition files with the kaggle package, or say where to put them",
         _download_args,
     ),
+    "kaggle-submit": (
+        "kaggle_submit",
+        "validate a submission, then upload it to the Kaggle competition with the kaggle package",
+        _kaggle_submit_args,
+    ),
     "predict": ("predict", "predict tags of new images with a finished run's folds and thresholds", _predict_args),
     "export-onnx": ("export_onnx", "export a trained model (its folds, TTA and normalisation) to ONNX", _export_args),
     "dvc-deps": ("dvc_deps", "check (or --write) each stage's code deps in dvc.yaml against the imports", _deps_args),
@@ -132,6 +145,8 @@ def run(args: argparse.Namespace) -> int:
     extra = {k: v for k, v in vars(args).items() if k not in ("params", "command")}
     if args.command in STAGES:
         module = importlib.import_module(f"mlic.stages.{STAGES[args.command][0]}")
+        if "params" in inspect.signature(module.main).parameters:  # a stage that relaunches itself (train)
+            extra["params"] = args.params
         module.main(load_config(args.params), **extra)
         return 0
     tools = importlib.import_module("mlic.tools")

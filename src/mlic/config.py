@@ -28,17 +28,47 @@ def invalid(key: str, message: str, fix: str | None = None) -> typing.NoReturn:
     raise ConfigError(f"{key}: {message}", path=DEFAULT_PARAMS, fix=fix)
 
 
+IMET_SAMPLE_MAX = (32, 64)  # cultures and tags the synthetic iMet generator can name and draw apart (synthetic.py)
+
+
+@dataclass(frozen=True)
+class ImetSampleConfig:
+    """Sizes of the synthetic iMet 2019 competition (`sample.competition: imet2019`)."""
+
+    cultures: int = 16  # culture:: attributes; most images show one, as the hue of the backdrop
+    tags: int = 48  # tag:: attributes, 1-4 per image, each drawn as coloured shapes of one kind
+    tail_ratio: float = 0.002  # rarest attribute's frequency / the most frequent's (geometric in between)
+    min_side: int = 48  # each image's width and height are drawn independently in [min_side, max_side]
+    max_side: int = 96
+
+    def __post_init__(self):
+        counts = {"cultures": (self.cultures, IMET_SAMPLE_MAX[0]), "tags": (self.tags, IMET_SAMPLE_MAX[1])}
+        for key, (value, most) in counts.items():
+            if not 1 <= value <= most:
+                invalid(f"sample.imet.{key}", f"must be in 1..{most}, got {value}")
+        if not 0 < self.tail_ratio <= 1:
+            invalid("sample.imet.tail_ratio", f"must be in (0, 1], got {self.tail_ratio}", "e.g. 0.002; 1: no tail")
+        if not 16 <= self.min_side <= self.max_side:
+            invalid(
+                "sample.imet.min_side",
+                f"need 16 <= min_side <= max_side, got {self.min_side} and {self.max_side}",
+                "e.g. min_side: 48, max_side: 96",
+            )
+
+
 @dataclass(frozen=True)
 class SampleConfig:
-    """The embedded synthetic Planet-like competition (stage `sample`)."""
+    """The embedded synthetic competition (stage `sample`): Planet-like chips, or iMet-like photos."""
 
+    competition: str = "planet"  # layout generated, by the registry in stages/sample.py: planet, imet2019
     out_dir: str = "data/raw/sample"
     n_train: int = 2000
     n_test: int = 600
-    image_size: int = 64
-    jpeg_quality: int = 95
+    image_size: int = 64  # planet: chip side
+    jpeg_quality: int = 95  # planet: JPEG quality
     seed: int = 0
     num_workers: int = 2
+    imet: ImetSampleConfig = field(default_factory=ImetSampleConfig)
 
     def __post_init__(self):
         if self.n_train < 10 or self.n_test < 1:
@@ -96,10 +126,13 @@ class PrepareConfig:
     crop_views: int = 0  # extra random crops cached per image (iMet study: 5), beside the plain resize
     crop_scale: float = 0.875  # crop side / side of the resized source the crops come from (224 / 256)
     seed: int = 0  # crop positions
+    max_pixels: int = 40_000_000  # larger images are refused from their header, before decoding (bomb guard)
 
     def __post_init__(self):
         if self.image_size < 16:
             invalid("prepare.image_size", f"must be >= 16, got {self.image_size}")
+        if self.max_pixels < 1:
+            invalid("prepare.max_pixels", f"must be >= 1, got {self.max_pixels}", "40000000 is 40 megapixels")
         if self.crop_views < 0:
             invalid("prepare.crop_views", f"must be >= 0, got {self.crop_views}")
         if not 0.1 <= self.crop_scale <= 1.0:
@@ -204,10 +237,13 @@ class TrainConfig:
     compile: bool = False  # CUDA only: torch.compile the model (slow first epoch, faster later ones)
     sync_bn: bool = True  # multi-GPU (torchrun) only: synchronise batch-norm statistics across GPUs
     device: str = "auto"
+    nproc_per_node: int = 1  # > 1: the train stage relaunches itself under torchrun with this many processes (DDP)
     num_workers: int = 0
     seed: int = 42
 
     def __post_init__(self):
+        if self.nproc_per_node < 1:
+            invalid("train.nproc_per_node", f"must be >= 1, got {self.nproc_per_node}", "1 trains in this process")
         if not self.models or len(set(self.models)) != len(self.models):
             invalid(
                 "train.models", f"must be a non-empty list of distinct entries of `models`, got {list(self.models)}"
@@ -242,8 +278,11 @@ class ThresholdsConfig:
 
     out_file: str = "data/processed/thresholds.json"
     metrics_file: str = "reports/thresholds.json"  # in-sample and nested scores of every compared method
-    method: str = "per_class_exact"  # the method whose thresholds the submission uses
-    compare_methods: tuple[str, ...] = ("global", "per_class_exact")  # also scored (nested) for the report
+    method: str = "auto"  # the submission's method; auto: the best nested score among compare_methods
+    compare_methods: tuple[str, ...] = ("global", "per_class_exact")  # also scored (nested); auto's candidates
+    auto_shrink: tuple[float, ...] = (0.0, 10.0, 100.0, 1000.0)  # auto: the shrink values tried per method
+    auto_margin_se: float = 2.0  # auto: a per-class method must beat global's nested F-beta by this many SEs
+    nested_splits: int = 5  # one trained fold: its OOF rows are split this many ways for the nested score
     beta: float = 2.0
     grid_step: float = 0.01  # the global method's grid
     max_passes: int = 10  # per_class_exact: coordinate-ascent passes at most (it stops when F-beta stops rising)
@@ -268,6 +307,20 @@ class ThresholdsConfig:
                 invalid(f"thresholds.{name}", f"must be >= 1, got {getattr(self, name)}")
         if self.shrink < 0:
             invalid("thresholds.shrink", f"must be >= 0, got {self.shrink}")
+        self._check_auto()
+
+    def _check_auto(self) -> None:
+        """The `auto` method's knobs: a non-empty shrink grid, a margin, at least two nested splits."""
+        if not self.auto_shrink or min(self.auto_shrink) < 0:
+            invalid("thresholds.auto_shrink", f"must be a non-empty list of values >= 0, got {list(self.auto_shrink)}",
+                    fix="e.g. auto_shrink: [0, 10, 100, 1000]")  # fmt: skip
+        if self.auto_margin_se < 0:
+            invalid("thresholds.auto_margin_se", f"must be >= 0, got {self.auto_margin_se}")
+        if self.nested_splits < 2:
+            invalid("thresholds.nested_splits", f"must be >= 2, got {self.nested_splits}")
+        if "auto" in self.compare_methods:
+            invalid("thresholds.compare_methods", "lists auto, which is the choice among them, not a candidate",
+                    fix="list only fitting methods: global, per_class_exact, optuna")  # fmt: skip
 
 
 @dataclass(frozen=True)

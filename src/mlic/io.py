@@ -1,15 +1,27 @@
-"""Atomic file writing: outputs appear whole or not at all, so a crash never leaves half a file behind."""
+"""Atomic file writing: outputs appear whole or not at all, so a crash never leaves half a file behind.
+
+A writer that is killed (SIGKILL, OOM killer, power loss) cannot clean up after itself; its temp path is named
+after its host and process (`.<name>.<host>-<pid>.<random>.tmp`), so that the next writer of the same output
+removes it once that process is gone, and a rerun needs no manual clean-up.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
+import secrets
 import shutil
+import socket
 import tempfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+_HOST = f"{zlib.crc32(socket.gethostname().encode()):08x}"  # temp paths of other hosts sharing a folder stay
+_TEMP_NAME = re.compile(r"\.(?P<name>.+)\.(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]+)\.[^.]+\.tmp")
 
 
 @contextlib.contextmanager
@@ -21,25 +33,86 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Pa
         is_dir: Create the temporary path as a directory (the final directory is replaced whole).
 
     Yields:
-        The temporary path, in the same directory so the rename is atomic.
+        The temporary path, in the same directory so the rename is atomic. What killed writers of `path` left
+        beside it is removed first (`remove_stale_temps`).
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(final)
     if is_dir:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(final), suffix=".tmp", dir=final.parent))
     else:
-        fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+        fd, name = tempfile.mkstemp(prefix=_temp_prefix(final), suffix=".tmp", dir=final.parent)
         os.close(fd)
         tmp = Path(name)
     try:
         yield tmp
-        if is_dir and final.exists():
-            shutil.rmtree(final)
         os.chmod(tmp, (0o777 if is_dir else 0o666) & ~_umask())  # mkstemp/mkdtemp create owner-only paths
-        os.replace(tmp, final)
+        _replace(tmp, final, is_dir)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        _remove(tmp)
         raise
+
+
+def _temp_prefix(final: Path) -> str:
+    """`.<name>.<host>-<pid>.`: a temp path says which output and which process it belongs to."""
+    return f".{final.name}.{_HOST}-{os.getpid()}."
+
+
+def _replace(tmp: Path, final: Path, is_dir: bool) -> None:
+    """Rename `tmp` onto `final`; an old directory is first renamed aside, then deleted.
+
+    A directory cannot be renamed onto a non-empty one. Renaming the old one aside (atomic, unlike deleting it in
+    place) means a kill at any moment leaves `final` whole, old or new, or absent, never half deleted.
+    """
+    if is_dir and (final.exists() or final.is_symlink()):
+        old = final.parent / f"{_temp_prefix(final)}old{secrets.token_hex(4)}.tmp"
+        os.replace(final, old)
+        os.replace(tmp, final)
+        _remove(old)
+    else:
+        os.replace(tmp, final)
+
+
+def remove_stale_temps(final: str | os.PathLike) -> list[Path]:
+    """Remove the temp paths that writers of `final` left beside it when they were killed; returns them.
+
+    Only paths of processes of this host that no longer run are removed: a live writer's temp path stays (two
+    processes may write one output), and so does one of another host sharing the folder.
+    """
+    final = Path(final)
+    try:
+        entries = [e.name for e in os.scandir(final.parent) if e.name.startswith(f".{final.name}.")]
+    except FileNotFoundError:
+        return []
+    stale = []
+    for name in entries:
+        match = _TEMP_NAME.fullmatch(name)
+        if match and match["name"] == final.name and match["host"] == _HOST and not _running(int(match["pid"])):
+            stale.append(final.parent / name)
+            _remove(stale[-1])
+    return stale
+
+
+def _running(pid: int) -> bool:
+    """Whether a process of this host runs with this id (a reused id keeps a stale path, harmlessly)."""
+    if os.name != "posix":  # os.kill(pid, 0) would terminate the process on Windows
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def _remove(path: Path) -> None:
+    """Delete a file, link or directory tree, whatever is there (nothing, after a crash, is fine)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _umask() -> int:

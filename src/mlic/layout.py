@@ -171,6 +171,39 @@ def load_folds(path: str | Path, train_ids: list[str]) -> np.ndarray:
     return frame["fold"].to_numpy()
 
 
+def check_probabilities(probs: np.ndarray, path: str | Path, what: str, fix: str,
+                        row_names: Sequence[str] | None = None) -> np.ndarray:  # fmt: skip
+    """`probs` if every value is a probability (finite, in [0, 1]); else one error naming the file and the bad rows.
+
+    Every stage that reads predictions calls this, so a NaN or an out-of-range score can never reach thresholds, a
+    report or a submission silently.
+
+    Args:
+        probs: (N, C) predictions.
+        path: The file they came from (or the input, for `mlic predict`).
+        what: Whose predictions, e.g. "model baseline, fold 1, out-of-fold".
+        fix: What to do about it.
+        row_names: How to name each row in the message (default: "row <i>", 0-based).
+    """
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(probs) | (probs < 0) | (probs > 1)
+    if not bad.any():
+        return probs
+    rows = np.flatnonzero(bad.any(axis=1))
+    shown = []
+    for r in rows[:5]:
+        cols = np.flatnonzero(bad[r])
+        name = row_names[r] if row_names is not None else f"row {r}"
+        cells = ", ".join(f"class {c} = {probs[r, c]:g}" for c in cols[:3]) + (", ..." if len(cols) > 3 else "")
+        shown.append(f"{name} ({cells})")
+    raise MlicError(
+        f"{what}: {len(rows)} of {len(probs)} rows hold NaN, infinite or out-of-[0, 1] predictions; "
+        f"first bad rows: {'; '.join(shown)}",
+        path=path,
+        fix=fix,
+    )
+
+
 @dataclass(frozen=True)
 class FoldPredictions:
     """One fold's validation rows with their out-of-fold probabilities, and its test probabilities."""
@@ -206,14 +239,38 @@ def save_fold(fold_dir: str | Path, outputs: FoldOutputs, live_dir: Path) -> Non
         write_text(out / FOLD_METRICS_FILE, json.dumps(outputs.summary, indent=2) + "\n")
 
 
-def load_checkpoint(fold_dir: str | Path) -> dict:
-    """A fold's checkpoint (weights, classes, config, normalisation), loaded with `weights_only=True`."""
+def load_tensors(path: str | Path, fix: str) -> dict:
+    """A torch file holding only tensors and plain types, or an error: nothing else in it is ever unpickled.
+
+    `torch.load(..., weights_only=True)` refuses any pickled object other than tensors and plain containers, so a
+    tampered or foreign file cannot run code on load; the refusal becomes one message naming the file.
+
+    Args:
+        path: The checkpoint file.
+        fix: What to do when the file is refused (how to rebuild it).
+    """
+    import pickle
+
     import torch
 
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MlicError(
+            f"refused to load: the file holds objects other than tensors and plain types ({first}); "
+            "mlic never unpickles those, since unpickling can run arbitrary code",
+            path=path,
+            fix=fix,
+        ) from None
+
+
+def load_checkpoint(fold_dir: str | Path) -> dict:
+    """A fold's checkpoint (weights, classes, config, normalisation), loaded with `weights_only=True`."""
     path = Path(fold_dir) / CHECKPOINT
     if not path.is_file():
         raise MlicError("fold checkpoint not found", path=path, fix="finish the run first: `dvc repro`")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return load_tensors(path, fix="delete the fold folder and retrain it (`dvc repro`); never load untrusted files")
 
 
 def load_fold_predictions(fold_dir: str | Path, fold: int, model: str = "baseline") -> FoldPredictions:
@@ -226,13 +283,33 @@ def load_fold_predictions(fold_dir: str | Path, fold: int, model: str = "baselin
             fix=f"run `dvc repro train@{model}-{fold}` (or `mlic train --model {model} --fold {fold}`) first",
         )
     with np.load(fold_dir / OOF_FILE) as oof:
-        return FoldPredictions(fold, oof["rows"], oof["probs"], np.load(fold_dir / TEST_FILE))
+        rows, probs = oof["rows"], oof["probs"]
+    fix = f"retrain it: `dvc repro -f train@{model}-{fold}` (if it recurs, lower train.lr or check the inputs)"
+    what = f"model {model}, fold {fold}"
+    check_probabilities(probs, fold_dir / OOF_FILE, f"{what}, out-of-fold", fix, [f"training row {r}" for r in rows])
+    test = check_probabilities(np.load(fold_dir / TEST_FILE), fold_dir / TEST_FILE, f"{what}, test", fix)
+    return FoldPredictions(fold, rows, probs, test)
 
 
 def load_all_folds(cfg: Config, root: Path = Path(".")) -> dict[str, list[FoldPredictions]]:
     """The predictions of every model in `train.models`, for every fold in `train.folds` (paths under `root`)."""
     t = cfg.train
     return {m: [load_fold_predictions(root / cfg.fold_dir(m, f), f, m) for f in t.folds] for m in t.models}
+
+
+def unlisted_train_outputs(cfg: Config, root: Path = Path(".")) -> list[Path]:
+    """What lies in `train.out_dir` besides the fold folders of `train.models` x `train.folds`, sorted.
+
+    These are outputs of train stages no longer in the pipeline (a model or fold dropped from the lists). DVC leaves
+    them in place, but `ensemble` and `evaluate` depend on the whole folder, so they would be hashed into dvc.lock
+    and a fresh clone would disagree with it.
+    """
+    out = root / cfg.train.out_dir
+    listed = {root / cfg.fold_dir(m, f) for m in cfg.train.models for f in cfg.train.folds}
+    models = {p.parent for p in listed}
+    found = [p for p in out.iterdir() if p not in models] if out.is_dir() else []
+    found += [p for m in models if m.is_dir() for p in m.iterdir() if p not in listed]
+    return sorted(found)
 
 
 def load_fold_metrics(fold_dir: str | Path) -> dict:
@@ -297,7 +374,12 @@ def load_ensemble(out_dir: str | Path) -> EnsemblePredictions:
     if not (out_dir / OOF_FILE).is_file():
         raise MlicError("no ensemble predictions", path=out_dir, fix="run `dvc repro ensemble` (or `mlic ensemble`)")
     with np.load(out_dir / OOF_FILE) as oof:
-        return EnsemblePredictions(oof["rows"], oof["folds"], oof["probs"], np.load(out_dir / TEST_FILE))
+        ens = EnsemblePredictions(oof["rows"], oof["folds"], oof["probs"], np.load(out_dir / TEST_FILE))
+    fix = "rerun the ensemble and what feeds it: `dvc repro -f ensemble` (its inputs are checked too)"
+    names = [f"training row {r} (fold {f})" for r, f in zip(ens.rows, ens.folds, strict=True)]
+    check_probabilities(ens.oof, out_dir / OOF_FILE, "model ensemble, out-of-fold", fix, names)
+    check_probabilities(ens.test, out_dir / TEST_FILE, "model ensemble, test (all folds)", fix)
+    return ens
 
 
 def load_ensemble_weights(out_dir: str | Path) -> dict[str, float]:
@@ -319,4 +401,7 @@ def load_submit_predictions(out_dir: str | Path) -> tuple[list[str], list[str], 
     if not path.is_file():
         raise MlicError("no submitted predictions", path=path, fix="run `dvc repro submit` first")
     with np.load(path) as saved:
-        return list(saved["ids"]), list(saved["classes"]), saved["probs"]
+        ids, classes, probs = list(saved["ids"]), list(saved["classes"]), saved["probs"]
+    names = [f"test id {i}" for i in ids]
+    check_probabilities(probs, path, "model ensemble, test (all folds)", "rerun `dvc repro -f submit`", names)
+    return ids, classes, probs

@@ -1,7 +1,7 @@
 """The `mlic` tools that are not pipeline stages.
 
-They check a dataset, validate and score submissions, download, predict new images with a finished run, and export
-a model to ONNX.
+They check a dataset, validate, score and upload (to Kaggle) submissions, download, predict new images with a
+finished run, and export a model to ONNX.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ def _competition(cfg: Config, competition: str | None) -> Competition:
 def check(cfg: Config, root: str | None, competition: str | None, quick: bool) -> int:
     """List every problem of a dataset (exit 1), or summarise it when it is clean (exit 0)."""
     comp = _competition(cfg, competition)
-    scan = comp.scan(Path(root or cfg.data.root), decode_images=not quick, workers=cfg.prepare.num_workers)
+    p = cfg.prepare
+    scan = comp.scan(Path(root or cfg.data.root), not quick, p.num_workers, p.max_pixels)
     if scan.problems:
         print(scan.error())
         skippable = "" if scan.fatal else " (all in training rows: prepare.skip_bad_rows: true would drop them)"
@@ -37,8 +38,10 @@ def check(cfg: Config, root: str | None, competition: str | None, quick: bool) -
     return 0
 
 
-def validate_submission(cfg: Config, file: Path, competition: str | None, root: str | None, allow_empty: bool) -> int:
-    """Check a submission file against the competition's sample submission; exit 1 listing what is wrong."""
+def _submission_problems(
+    cfg: Config, file: Path, competition: str | None, root: str | None, allow_empty: bool
+) -> tuple[Competition, list[MlicError]]:
+    """The competition, and what is wrong with `file` against its sample submission and label vocabulary."""
     from mlic.data.submission import validate_submission as validate
 
     comp = _competition(cfg, competition)
@@ -46,7 +49,12 @@ def validate_submission(cfg: Config, file: Path, competition: str | None, root: 
     vocabulary = comp.vocabulary(data_root)
     if vocabulary is None:  # a folder dataset: its labels are the ones its training CSV uses
         vocabulary = comp.scan(data_root).raw.classes
-    problems = validate(file, comp.submission, data_root / comp.submission.sample_file, vocabulary, allow_empty)
+    return comp, validate(file, comp.submission, data_root / comp.submission.sample_file, vocabulary, allow_empty)
+
+
+def validate_submission(cfg: Config, file: Path, competition: str | None, root: str | None, allow_empty: bool) -> int:
+    """Check a submission file against the competition's sample submission; exit 1 listing what is wrong."""
+    comp, problems = _submission_problems(cfg, file, competition, root, allow_empty)
     if problems:
         print(DataProblems(problems, f"{file}: {len(problems)} problem(s); Kaggle would reject or misread it"))
         return 1
@@ -71,26 +79,52 @@ def download(cfg: Config, competition: str, dest: Path | None) -> int:
     return 0
 
 
+def kaggle_submit(
+    cfg: Config,
+    file: Path,
+    message: str,
+    competition: str | None,
+    root: str | None,
+    allow_empty: bool,
+    slug: str | None,
+) -> int:
+    """Validate a submission exactly as validate-submission does, then upload it with the kaggle package.
+
+    Nothing reaches Kaggle unless the file is valid and the package is installed and authenticated.
+    """
+    from mlic.data.kaggle_client import kaggle_api, kaggle_slug, submit_to_kaggle
+
+    if not message.strip():
+        raise MlicError("the submission message is empty", fix="describe it, e.g. -m 'resnet34, 5 folds, tuned F2'")
+    comp, problems = _submission_problems(cfg, file, competition, root, allow_empty)
+    if problems:
+        raise DataProblems(problems, f"{file}: {len(problems)} problem(s); not uploaded (see validate-submission)")
+    target = kaggle_slug(comp.name, slug)
+    submit_to_kaggle(kaggle_api(), file, message, target)
+    print(f"kaggle-submit: uploaded {file} to {target} with message {message!r}")
+    return 0
+
+
 def predict(
     cfg: Config, run: Path, images: list[str], out: Path, batch_size: int, device: str, skip_unreadable: bool
 ) -> int:
     """Predict tags and per-class probabilities of image files with a finished run; write them as a CSV."""
-    from mlic.predict.inference import (
-        collect_images,
-        load_predictor,
-        predict_files,
-        predictions_frame,
-        write_predictions,
-    )
+    from mlic.data.images import collect_images, readable_images
     from mlic.run import open_run
 
     if batch_size < 1:
         raise MlicError(f"--batch-size must be >= 1, got {batch_size}")
     paths = collect_images(images)  # a mistyped path fails before the checkpoints load
     finished = open_run(run)
+    # headers only, before torch or any model loads: a bad file or a decompression bomb costs next to no memory
+    paths, skipped = readable_images(paths, skip_unreadable, max_pixels=finished.cfg.prepare.max_pixels)
+    if not paths:
+        raise DataProblems(skipped, f"none of the {len(skipped)} image(s) can be read; nothing was written")
+    from mlic.predict.inference import load_predictor, predict_files, predictions_frame, write_predictions
+
     target = _device(device, finished.cfg)
     predictor = load_predictor(finished, target)
-    result = predict_files(predictor, paths, batch_size, skip_unreadable)
+    result = predict_files(predictor, paths, batch_size, skip_unreadable, checked=skipped)
     if result.skipped:
         print(DataProblems(result.skipped, f"skipped {len(result.skipped)} unreadable image(s):"))
     write_predictions(predictions_frame(result, predictor), out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import zlib
 from collections.abc import Sequence
@@ -10,27 +11,52 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
-from mlic.errors import MlicError
+from mlic.config import PrepareConfig
+from mlic.errors import DataProblems, MlicError
 from mlic.features.stats import mean_std
 from mlic.io import atomic_path
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 # Leading bytes of JPEG, PNG, BMP, TIFF (both byte orders) and GIF; WebP is RIFF....WEBP.
 IMAGE_SIGNATURES = (b"\xff\xd8", b"\x89PNG\r\n\x1a\n", b"BM", b"II*\x00", b"MM\x00*", b"GIF8")
+MAX_PIXELS = PrepareConfig.max_pixels  # the limit of callers that pass none (prepare and predict pass the params')
+# mlic refuses oversized images itself, from the header (`pixel_problem`, prepare.max_pixels), with a message that
+# names the file and the fix. PIL only reads headers here (OpenCV decodes), and its own bomb check would warn, or
+# raise its own error, first; so it is off.
+Image.MAX_IMAGE_PIXELS = None
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
+def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode an image file to an RGB uint8 array (H, W, 3).
 
     OpenCV converts 4-component (CMYK/YCCK) JPEGs such as the Planet chips to correct RGB (it matches
     Pillow's CMYK conversion within 1 grey level on the real chips).
 
+    Args:
+        path: The image file.
+        max_pixels: Refuse images with more pixels than this, read from the header before decoding.
+
     Raises:
-        MlicError: If the file is missing or cannot be decoded.
+        MlicError: If the file is missing, too large or cannot be decoded.
     """
     path = Path(path)
+    data = checked_bytes(path, max_pixels)
+    # IMREAD_COLOR gives 8-bit BGR whatever the file holds (gray, RGBA, 16-bit, CMYK) and applies EXIF rotation.
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise MlicError("image cannot be decoded (corrupt or not an image)", path=path, fix="re-download this file")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def checked_bytes(path: Path, max_pixels: int = MAX_PIXELS) -> bytes:
+    """An image file's bytes, after every check that decodes nothing: present, complete, not too many pixels.
+
+    Raises:
+        MlicError: Naming the file and the fix.
+    """
     try:
         data = path.read_bytes()
     except (FileNotFoundError, IsADirectoryError):
@@ -38,11 +64,34 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     problem = byte_problem(data)
     if problem:
         raise MlicError(problem, path=path, fix="re-download this file, or drop its row (prepare.skip_bad_rows)")
-    # IMREAD_COLOR gives 8-bit BGR whatever the file holds (gray, RGBA, 16-bit, CMYK) and applies EXIF rotation.
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise MlicError("image cannot be decoded (corrupt or not an image)", path=path, fix="re-download this file")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    problem = pixel_problem(data, max_pixels)
+    if problem:
+        raise MlicError(problem, path=path)  # the fix is in the message: scans keep only the message
+    return data
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of an image from its header alone, without decoding it; None if PIL cannot read the header."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except Exception:  # PIL's header parsers raise many types on odd files; OpenCV then judges them
+        return None
+
+
+def pixel_problem(data: bytes, max_pixels: int) -> str | None:
+    """Why an image must not be decoded because of its size (a decompression bomb, say), or None.
+
+    A 20000 x 20000 PNG of zeros is 1 MB on disk and 1.2 GB decoded; its header says so before anything is decoded.
+    """
+    size = header_size(data)
+    if size is None or size[0] * size[1] <= max_pixels:
+        return None
+    width, height = size
+    return (
+        f"image is {width} x {height} = {width * height:,} pixels, over prepare.max_pixels ({max_pixels:,}); "
+        "downscale the file, or raise prepare.max_pixels in params.yaml"
+    )
 
 
 def byte_problem(data: bytes) -> str | None:
@@ -93,12 +142,15 @@ def crop_rng(seed: int, path: Path) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(Path(path).name.encode())])
 
 
-def file_views(path: Path, size: int, crops: int = 0, crop_scale: float = 0.875, seed: int = 0) -> np.ndarray:
+def file_views(
+    path: Path, size: int, crops: int = 0, crop_scale: float = 0.875, seed: int = 0, max_pixels: int = MAX_PIXELS
+) -> np.ndarray:
     """One image file's cached views (see `image_views`), its crops placed by `crop_rng`.
 
-    This is what `prepare` caches for the file, and what `mlic predict` computes for it.
+    This is what `prepare` caches for the file, and what `mlic predict` computes for it. Files of more than
+    `max_pixels` pixels are refused before decoding.
     """
-    return image_views(read_image(path), size, crops, crop_scale, crop_rng(seed, path))
+    return image_views(read_image(path, max_pixels), size, crops, crop_scale, crop_rng(seed, path))
 
 
 def build_image_cache(
@@ -110,6 +162,7 @@ def build_image_cache(
     crops: int = 0,
     crop_scale: float = 0.875,
     seed: int = 0,
+    max_pixels: int = MAX_PIXELS,
 ) -> None:
     """Decode every image once into one (N, 1 + crops, size, size, 3) uint8 .npy file, readable with mmap.
 
@@ -127,12 +180,13 @@ def build_image_cache(
         crops: Random crops per image beside the plain resize (see `image_views`).
         crop_scale: Crop side over the side of the resize the crops are cut from.
         seed: Seed of the crop positions.
+        max_pixels: Refuse (MlicError) an image of more pixels, from its header, before decoding it.
     """
     with atomic_path(out_path) as tmp:
         shape = (len(paths), 1 + crops, size, size, 3)
         cache = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            images = pool.map(lambda path: file_views(path, size, crops, crop_scale, seed), paths)
+            images = pool.map(lambda path: file_views(path, size, crops, crop_scale, seed, max_pixels), paths)
             for i, image in enumerate(tqdm(images, total=len(paths), desc=desc, unit="img", mininterval=1.0)):
                 cache[i] = image
         cache.flush()
@@ -150,33 +204,64 @@ def channel_stats(cache: np.ndarray) -> tuple[list[float], list[float]]:
     return [round(float(m) / 255.0, 6) for m in mean], [round(float(s) / 255.0, 6) for s in np.maximum(std, 255e-6)]
 
 
-def image_problem(path: Path, decode: bool = True) -> str | None:
-    """Why an image file cannot be used (missing, empty, truncated, undecodable), or None if it is fine.
+def image_problem(path: Path, decode: bool = True, max_pixels: int = MAX_PIXELS) -> str | None:
+    """Why an image file cannot be used (missing, empty, truncated, too large, undecodable), or None if it is fine.
 
     Args:
         path: The image file.
-        decode: Also decode it fully; without, only the cheap byte-level checks run.
+        decode: Also decode it fully; without, only the cheap checks run (bytes, and the size in the header).
+        max_pixels: Images of more pixels are a problem (a decompression bomb, say).
     """
     try:
-        read_image(path) if decode else _check_bytes(path)
+        read_image(path, max_pixels) if decode else checked_bytes(path, max_pixels)
     except MlicError as exc:
         return exc.message
     return None
 
 
-def _check_bytes(path: Path) -> None:
-    try:
-        data = path.read_bytes()
-    except (FileNotFoundError, IsADirectoryError):
-        raise MlicError("image file is missing") from None
-    problem = byte_problem(data)
-    if problem:
-        raise MlicError(problem)
-
-
-def scan_images(paths: Sequence[Path], decode: bool, workers: int, desc: str) -> dict[int, str]:
-    """Problems of many images, checked in parallel threads: {row index: problem}."""
+def scan_images(
+    paths: Sequence[Path], decode: bool, workers: int, desc: str, max_pixels: int = MAX_PIXELS
+) -> dict[int, str]:
+    """Problems of many images (see `image_problem`), checked in parallel threads: {row index: problem}."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(lambda p: image_problem(p, decode), paths)
+        results = pool.map(lambda p: image_problem(p, decode, max_pixels), paths)
         found = tqdm(results, total=len(paths), desc=desc, unit="img", mininterval=1.0, disable=len(paths) < 1000)
         return {i: problem for i, problem in enumerate(found) if problem}
+
+
+def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
+    """Image files named on the command line: files as given, folders as their image files (sorted, not recursive).
+
+    Raises:
+        MlicError: If a path does not exist, or nothing is left to predict.
+    """
+    paths: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            paths += sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif item.exists():
+            paths.append(item)
+        else:
+            raise MlicError("no such file or folder", path=item, fix="pass image files or folders of images")
+    if not paths:
+        raise MlicError("no image files to predict", path=", ".join(map(str, inputs)),
+                        fix=f"folders are searched for {', '.join(sorted(IMAGE_SUFFIXES))} files")  # fmt: skip
+    return paths
+
+
+def readable_images(
+    paths: list[Path], skip: bool, workers: int = 4, max_pixels: int = MAX_PIXELS
+) -> tuple[list[Path], list[MlicError]]:
+    """Split off the files that cannot be images (missing, empty, truncated, wrong signature, too many pixels).
+
+    Cheap, up front: nothing is decoded (the pixel count comes from the header).
+
+    Raises:
+        DataProblems: Listing every such file, unless `skip`.
+    """
+    problems = scan_images(paths, decode=False, workers=workers, desc="check images", max_pixels=max_pixels)
+    fix = None if skip else "replace the file, or pass --skip-unreadable"
+    bad = [MlicError(msg, path=paths[i], fix=fix) for i, msg in problems.items()]
+    if bad and not skip:
+        raise DataProblems(bad, f"{len(bad)} of {len(paths)} image(s) cannot be read; nothing was written")
+    return [p for i, p in enumerate(paths) if i not in problems], bad

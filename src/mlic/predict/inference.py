@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +22,12 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from mlic.config import Config, PrepareConfig, config_from_dict, select_sections
-from mlic.data.images import IMAGE_SUFFIXES, file_views, scan_images
+from mlic.data.images import MAX_PIXELS, file_views, readable_images
 from mlic.data.labels import decode_labels
 from mlic.data.sources import SOURCES, Stats
 from mlic.errors import DataProblems, MlicError
 from mlic.io import atomic_path
-from mlic.layout import load_checkpoint
+from mlic.layout import check_probabilities, load_checkpoint
 from mlic.models.registry import ModelDims, resolve_model
 from mlic.predict.ensemble import ENSEMBLES
 from mlic.predict.thresholds import binarize, load_thresholds
@@ -103,6 +103,7 @@ class Predictor:
     thresholds: np.ndarray
     min_labels: int
     max_labels: int
+    max_pixels: int = MAX_PIXELS  # the run's params.yaml prepare.max_pixels: larger new images are refused
 
     @property
     def first(self) -> FoldModel:
@@ -116,22 +117,36 @@ class Predictor:
 
     @property
     def prepare(self) -> PrepareConfig:
-        """The image cache settings the models were trained on."""
-        return self.first.cfg.prepare
+        """The image cache settings the models were trained on, with the run's current image size limit."""
+        return replace(self.first.cfg.prepare, max_pixels=self.max_pixels)
 
     @property
     def sources(self) -> list[str]:
         """Every source some model reads, in first-use order."""
         return list(dict.fromkeys(s for folds in self.members.values() for fm in folds for s in fm.sources))
 
-    def probabilities(self, views: np.ndarray, batch_size: int) -> np.ndarray:
-        """(N, C) blended probabilities of (N, views, S, S, 3) uint8 image views."""
+    def probabilities(self, views: np.ndarray, batch_size: int, names: Sequence[str] | None = None) -> np.ndarray:
+        """(N, C) blended probabilities of (N, views, S, S, 3) uint8 image views.
+
+        Raises:
+            MlicError: If a fold predicts NaN or values outside [0, 1], naming the model, the fold and the images
+                (`names`, default: their row numbers).
+        """
         arrays = {name: SOURCES.get(name).from_views(views, self.first.cfg) for name in self.sources}
         per_model = [
-            np.mean([fm.predict(arrays, batch_size) for fm in folds], axis=0).astype(np.float32)
+            np.mean([self._fold_predictions(fm, arrays, batch_size, names) for fm in folds], axis=0).astype(np.float32)
             for folds in self.members.values()
         ]  # the fold average of `ensemble` (layout.average_test)
         return ENSEMBLES.get(self.ensemble_method).combine(per_model, self.weights)
+
+    @staticmethod
+    def _fold_predictions(
+        fm: FoldModel, arrays: dict[str, np.ndarray], batch_size: int, names: Sequence[str] | None
+    ) -> np.ndarray:
+        probs = fm.predict(arrays, batch_size)
+        first = names[0] if names else "the batch"
+        fix = f"check those images; if they look right, retrain the fold (`dvc repro -f train@{fm.model}-{fm.fold}`)"
+        return check_probabilities(probs, first, f"model {fm.model}, fold {fm.fold}", fix, names)
 
     def tags(self, probs: np.ndarray) -> list[list[str]]:
         """Each row's labels: thresholds, then the run's minimum and maximum labels per row."""
@@ -156,6 +171,7 @@ def load_predictor(run: Run, device: torch.device) -> Predictor:
         load_thresholds(run.path(run.cfg.thresholds.out_file), classes),
         chosen["min_labels"],
         chosen["max_labels"],
+        run.cfg.prepare.max_pixels,
     )
 
 
@@ -171,40 +187,6 @@ def _check_consistent(models: list[FoldModel], run: Run) -> None:
             )  # fmt: skip
 
 
-def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
-    """Image files named on the command line: files as given, folders as their image files (sorted, not recursive).
-
-    Raises:
-        MlicError: If a path does not exist, or nothing is left to predict.
-    """
-    paths: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            paths += sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        elif item.exists():
-            paths.append(item)
-        else:
-            raise MlicError("no such file or folder", path=item, fix="pass image files or folders of images")
-    if not paths:
-        raise MlicError("no image files to predict", path=", ".join(map(str, inputs)),
-                        fix=f"folders are searched for {', '.join(sorted(IMAGE_SUFFIXES))} files")  # fmt: skip
-    return paths
-
-
-def readable_images(paths: list[Path], skip: bool, workers: int = 4) -> tuple[list[Path], list[MlicError]]:
-    """Split off the files that cannot be images (missing, empty, truncated, wrong signature), cheaply, up front.
-
-    Raises:
-        DataProblems: Listing every such file, unless `skip`.
-    """
-    problems = scan_images(paths, decode=False, workers=workers, desc="check images")
-    fix = None if skip else "replace the file, or pass --skip-unreadable"
-    bad = [MlicError(msg, path=paths[i], fix=fix) for i, msg in problems.items()]
-    if bad and not skip:
-        raise DataProblems(bad, f"{len(bad)} of {len(paths)} image(s) cannot be read; nothing was written")
-    return [p for i, p in enumerate(paths) if i not in problems], bad
-
-
 def decode_views(paths: Sequence[Path], prep: PrepareConfig, workers: int) -> list[np.ndarray | MlicError]:
     """Each file's (views, S, S, 3) cached views as `prepare` builds them, or the error decoding it raised.
 
@@ -213,7 +195,7 @@ def decode_views(paths: Sequence[Path], prep: PrepareConfig, workers: int) -> li
 
     def views(path: Path) -> np.ndarray | MlicError:
         try:
-            return file_views(path, prep.image_size, prep.crop_views, prep.crop_scale, prep.seed)
+            return file_views(path, prep.image_size, prep.crop_views, prep.crop_scale, prep.seed, prep.max_pixels)
         except MlicError as exc:
             return exc
 
@@ -231,14 +213,31 @@ class PredictedImages:
 
 
 def predict_files(
-    predictor: Predictor, paths: list[Path], batch_size: int = 64, skip_unreadable: bool = False, workers: int = 4
+    predictor: Predictor,
+    paths: list[Path],
+    batch_size: int = 64,
+    skip_unreadable: bool = False,
+    workers: int = 4,
+    checked: list[MlicError] | None = None,
 ) -> PredictedImages:
     """Blended probabilities of image files, `batch_size` images at a time, the next batch decoding meanwhile.
+
+    Args:
+        predictor: The finished run's models, blend and thresholds.
+        paths: Image files, in output order.
+        batch_size: Images per batch.
+        skip_unreadable: Leave unreadable images out (listed in the result) instead of failing.
+        workers: Decoding threads.
+        checked: When the caller already ran `readable_images` on `paths` (as `mlic predict` does before loading any
+            model), the files it skipped; None checks `paths` here first.
 
     Raises:
         DataProblems: For unreadable images, unless `skip_unreadable` (then they are left out and listed).
     """
-    paths, skipped = readable_images(paths, skip_unreadable, workers)
+    if checked is None:
+        paths, skipped = readable_images(paths, skip_unreadable, workers, predictor.max_pixels)
+    else:
+        skipped = list(checked)
     kept: list[Path] = []
     probs: list[np.ndarray] = []
     with tqdm(total=len(paths), desc="predict", unit="img", mininterval=1.0) as bar:
@@ -250,7 +249,8 @@ def predict_files(
             good = [(p, d) for p, d in zip(batch_paths, decoded, strict=True) if not isinstance(d, MlicError)]
             if good:
                 kept += [p for p, _ in good]
-                probs.append(predictor.probabilities(np.stack([d for _, d in good]), batch_size))
+                names = [str(p) for p, _ in good]
+                probs.append(predictor.probabilities(np.stack([d for _, d in good]), batch_size, names))
             bar.update(len(batch_paths))
     if not kept:
         raise DataProblems(skipped, f"none of the {len(skipped)} image(s) can be read; nothing was written")

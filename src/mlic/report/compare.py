@@ -29,7 +29,7 @@ def threshold_methods_table(reports: dict, used: str, beta: float) -> pd.DataFra
     key = f"f{beta:g}_samples"
     rows = [
         {"method": name + (" (used)" if name == used else ""), f"in-sample F{beta:g}": r["in_sample"][key],
-         f"nested F{beta:g}": r["nested"].get(key, float("nan")), "fit seconds": r["fit_seconds"]}
+         f"nested F{beta:g}": r["nested"].get(key, float("nan"))}
         for name, r in reports.items()
     ]  # fmt: skip
     return pd.DataFrame(rows).set_index("method")

@@ -97,10 +97,11 @@ def write_report(cfg: Config, metrics: dict, table: pd.DataFrame, labels: np.nda
     thresholds, classes = table["threshold"].to_numpy(), list(table["class"])
     spread = per_class_fold_scores(labels, ensemble_folds(ens), thresholds, classes, beta)
     save_figure(class_spread_figure(spread, beta), out / SPREAD_PNG)
+    chosen = run.thresholds_file()  # its `reason`: which method the submission uses, and why (auto's choice)
     sections = [
         metrics_section(metrics, beta),
         models_section(metrics, run.ensemble_weights(), run.fold_metrics(), beta),
-        thresholds_section(run.threshold_reports(), cfg.thresholds.method, beta),
+        thresholds_section(run.threshold_reports(), cfg.thresholds.method, beta, chosen.get("reason", "")),
         classes_section(table),
         figures_section([
             ("Training curves", TRAINING_PNG),

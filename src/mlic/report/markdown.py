@@ -49,10 +49,14 @@ def models_section(metrics: dict, weights: dict[str, float], folds: pd.DataFrame
     )
 
 
-def thresholds_section(reports: dict, used: str, beta: float) -> str:
-    """Every threshold method compared: in-sample and nested (fit on k-1 folds, scored on the other) F-beta."""
+def thresholds_section(reports: dict, used: str, beta: float, reason: str = "") -> str:
+    """Every threshold method compared: in-sample and nested (fit on k-1 folds, scored on the other) F-beta.
+
+    `reason` is the thresholds stage's sentence on the submission's method (with `auto`: which won, and by what).
+    """
     return (
         "## Threshold methods\n\nNested scores are the honest ones: thresholds fitted on the other folds.\n\n"
+        + (f"Used: {reason}.\n\n" if reason else "")
         + _table(threshold_methods_table(reports, used, beta))
     )
 

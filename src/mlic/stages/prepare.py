@@ -24,7 +24,7 @@ def usable_data(scan: Scan, skip_bad_rows: bool) -> RawData:
 def main(cfg: Config) -> None:
     """Read `data.root` with the `data.competition` reader and write everything training needs."""
     p = cfg.prepare
-    scan = get_competition(cfg.data).scan(Path(cfg.data.root), decode_images=False, workers=p.num_workers)
+    scan = get_competition(cfg.data).scan(Path(cfg.data.root), False, p.num_workers, p.max_pixels)
     raw = usable_data(scan, p.skip_bad_rows)
     labels = encode_labels(raw.train_tags, raw.classes)
     labels, classes, dropped = drop_rare_labels(labels, raw.classes, cfg.data.min_label_count)
@@ -32,7 +32,7 @@ def main(cfg: Config) -> None:
         print(f"prepare: dropped {len(dropped)} label(s) seen < {cfg.data.min_label_count} times: {dropped}")
     with atomic_path(p.out_dir, is_dir=True) as out:
         save_prepared_index(out, raw.train_ids, raw.train_tags, raw.test_ids, labels, classes)
-        views = {"crops": p.crop_views, "crop_scale": p.crop_scale, "seed": p.seed}
+        views = {"crops": p.crop_views, "crop_scale": p.crop_scale, "seed": p.seed, "max_pixels": p.max_pixels}
         train_cache, test_cache = image_cache_files(out)
         build_image_cache(raw.train_paths, p.image_size, train_cache, p.num_workers, "cache train", **views)
         build_image_cache(raw.test_paths, p.image_size, test_cache, p.num_workers, "cache test", **views)

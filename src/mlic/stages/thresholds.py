@@ -1,7 +1,9 @@
 """Stage `thresholds`: fit per-class thresholds for F-beta on the ensemble's out-of-fold predictions.
 
 Every method in `thresholds.method` and `thresholds.compare_methods` is scored in-sample and nested (fit on
-k-1 folds, scored on the other, round-robin); the submission uses `thresholds.method` fitted on all rows.
+k-1 folds, scored on the other, round-robin); the submission uses `thresholds.method` fitted on all rows, or with
+`auto` the compared method and shrink with the best nested score. Fit timings go to the log only: the outputs
+are DVC-tracked, and must be the same bytes whenever the inputs are.
 """
 
 from __future__ import annotations
@@ -11,7 +13,18 @@ import numpy as np
 from mlic.config import Config
 from mlic.io import write_json
 from mlic.layout import load_ensemble, load_prepared
-from mlic.predict.threshold_fitting import create_study_storage, nested_evaluation
+from mlic.predict.threshold_fitting import AUTO, ThresholdFit, fit_and_compare
+
+
+def scores_file(fit: ThresholdFit, margin_se: float) -> dict:
+    """`thresholds.metrics_file`: each method's in-sample, nested and per-part scores; auto's candidates."""
+    scores = {m: {"in_sample": r.in_sample, "nested": r.nested, "folds": r.per_fold} for m, r in fit.reports.items()}
+    if fit.auto is not None:
+        a = fit.auto
+        candidates = {m: {f"shrink_{s:g}": v for s, v in by.items()} for m, by in a.candidates.items()}
+        scores[AUTO] |= {"method": a.method, "shrink": a.shrink, "candidates": candidates, "gain": a.gain,
+                         "standard_error": a.standard_error, "margin_se": margin_se}  # fmt: skip
+    return scores
 
 
 def main(cfg: Config) -> None:
@@ -19,21 +32,15 @@ def main(cfg: Config) -> None:
     prep = load_prepared(cfg.prepare.out_dir)
     ens = load_ensemble(cfg.ensemble.out_dir)
     labels, t = prep.labels[ens.rows], cfg.thresholds
-    create_study_storage(t.optuna_storage)  # a DVC output, so it exists even when no method uses it
-    reports = {
-        m: nested_evaluation(ens.oof, labels, ens.folds, t, m) for m in dict.fromkeys([t.method, *t.compare_methods])
-    }
-    key = f"f{t.beta:g}_samples"
-    write_json(
-        t.metrics_file,
-        {m: {"in_sample": r.in_sample, "nested": r.nested, "folds": r.per_fold, "fit_seconds": r.seconds}
-         for m, r in reports.items()},
-    )  # fmt: skip
-    chosen = reports[t.method]
+    fit = fit_and_compare(ens.oof, labels, ens.folds, t)
+    key, chosen = f"f{t.beta:g}_samples", fit.reports[fit.used]
+    write_json(t.metrics_file, scores_file(fit, t.auto_margin_se))
     write_json(
         t.out_file,
         {
-            "method": t.method,
+            "method": fit.method,
+            "shrink": fit.shrink,
+            "reason": fit.reason,
             "models": list(cfg.train.models),
             "ensemble": cfg.ensemble.method,
             "beta": t.beta,
@@ -45,7 +52,8 @@ def main(cfg: Config) -> None:
             "thresholds": {c: float(np.round(v, 6)) for c, v in zip(prep.classes, chosen.thresholds, strict=True)},
         },
     )
-    for method, r in reports.items():
-        nested = f"{r.nested[key]:.4f}" if r.nested else "n/a (one fold)"
+    for method, r in fit.reports.items():
+        nested = f"{r.nested[key]:.4f}" if r.nested else "n/a (too few rows)"
         print(f"thresholds {method}: F{t.beta:g} in-sample {r.in_sample[key]:.4f}, nested {nested} "
-              f"(fit {r.seconds:.2f} s)" + (" <- used" if method == t.method else ""))  # fmt: skip
+              f"(fit {r.seconds:.2f} s)" + (" <- used" if method == fit.used else ""))  # fmt: skip
+    print(f"thresholds: {fit.reason}")

@@ -30,7 +30,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from mlic.config import TrainConfig
+from mlic.errors import MlicError
 from mlic.io import atomic_path
+from mlic.layout import load_tensors
 from mlic.registry import Registry
 from mlic.tasks.base import Phase, Task, phase_at
 from mlic.train.distributed import SINGLE_PROCESS, DistContext, broadcast_flag
@@ -222,6 +224,7 @@ def run_epoch(engine: Engine, loader: DataLoader, task: Task, cfg: TrainConfig, 
         with sync:
             with rt.autocast():
                 step = task.training_step(engine.net, x)
+            check_finite_loss(step.loss, engine.state.epoch + 1, i + 1, n)
             engine.scaler.scale(step.loss / group).backward()
         if update:
             lr = engine.optimizer.param_groups[0]["lr"]
@@ -234,11 +237,21 @@ def run_epoch(engine: Engine, loader: DataLoader, task: Task, cfg: TrainConfig, 
         bar.set_postfix(loss=f"{sums['train_loss'] / count:.4f}", lr=f"{engine.scheduler.get_last_lr()[0]:.2e}",
                         refresh=False)  # fmt: skip
     means = {key: total / max(count, 1) for key, total in sums.items()}
-    if not math.isfinite(means.get("train_loss", 0.0)):
-        raise FloatingPointError(
-            f"training loss became {means['train_loss']} at epoch {engine.state.epoch + 1}; lower train.lr"
-        )
     return {**means, "lr": lr}
+
+
+def check_finite_loss(loss: torch.Tensor, epoch: int, step: int, steps: int) -> None:
+    """Stop at the first NaN or infinite loss, before it reaches the weights: one message naming the epoch and step.
+
+    Nothing of the failing epoch is saved, so the resume checkpoint still holds the last good epoch.
+    """
+    value = loss.detach().float().item()
+    if not math.isfinite(value):
+        raise MlicError(
+            f"training loss is {value} at epoch {epoch}, step {step} of {steps}; training stopped and the resume "
+            f"checkpoint keeps the last good epoch ({epoch - 1})",
+            fix="lower train.lr, set train.clip_grad_norm, or check the inputs for NaN; then rerun with --resume",
+        )
 
 
 def fit(
@@ -296,7 +309,7 @@ def load_checkpoint(engine: Engine, path: Path, run_hash: str) -> bool:
     """Restore `engine` from `path` if it holds a run with the same fingerprint; False (fresh start) otherwise."""
     if not path.is_file():
         return False
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = load_tensors(path, fix=f"delete {path} to start the fold afresh; never resume from an untrusted file")
     if state.get("fingerprint") != run_hash:
         print(f"resume: {path} is from another config or code version; starting afresh")
         return False

@@ -22,7 +22,7 @@ from mlic import deps
 from mlic.config import Config, select_sections
 from mlic.data.sources import SourceData, load_sources, stats_tensors
 from mlic.errors import ConfigError
-from mlic.layout import LIVE_DIR, RESUME_FILE, FoldOutputs, Prepared, load_folds, load_prepared
+from mlic.layout import LIVE_DIR, RESUME_FILE, FoldOutputs, Prepared, check_probabilities, load_folds, load_prepared
 from mlic.metrics import mean_average_precision
 from mlic.models.registry import ModelDims, ResolvedModel, resolve_model
 from mlic.predict.thresholds import best_global_threshold
@@ -207,6 +207,9 @@ def train_fold(cfg: Config, model: str, fold: int, resume: bool, ctx: DistContex
     views = tta_views(cfg.train.tta)
     oof = predict_loader(task, engine.eval_model, val, rt, views, data.n_views)
     test_probs = predict_loader(task, engine.eval_model, test, rt, views, data.n_views)
+    fix, where = "lower train.lr or set train.clip_grad_norm, then retrain", cfg.fold_dir(model, fold)
+    check_probabilities(oof, where, f"model {model}, fold {fold}, out-of-fold (not written)", fix)
+    check_probabilities(test_probs, where, f"model {model}, fold {fold}, test (not written)", fix)
     checkpoint = {
         "state_dict": engine.eval_model.state_dict(),
         "model": model,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from mlic.config import DataConfig
-from mlic.data.images import IMAGE_SUFFIXES, scan_images
+from mlic.data.images import IMAGE_SUFFIXES, MAX_PIXELS, scan_images
 from mlic.data.submission import SubmissionFormat, write_submission
 from mlic.errors import DataProblems, MlicError
 from mlic.registry import Registry
@@ -171,7 +171,9 @@ def parse_label_cells(
     return tag_lists, problems
 
 
-def add_image_problems(scan: Scan, paths: Sequence[Path], decode: bool, workers: int, split: str) -> None:
+def add_image_problems(
+    scan: Scan, paths: Sequence[Path], decode: bool, workers: int, split: str, max_pixels: int = MAX_PIXELS
+) -> None:
     """Scan images; a training image problem marks its row, a test image problem is fatal.
 
     A missing image folder is one problem, not one per image in it.
@@ -180,7 +182,7 @@ def add_image_problems(scan: Scan, paths: Sequence[Path], decode: bool, workers:
     for folder in sorted(missing_dirs):
         scan.add(MlicError(f"{split} image folder is missing", path=folder, fix="download or unpack the images there"))
     present = [i for i, p in enumerate(paths) if p.parent not in missing_dirs]
-    found = scan_images([paths[i] for i in present], decode, workers, desc=f"check {split}")
+    found = scan_images([paths[i] for i in present], decode, workers, f"check {split}", max_pixels)
     for j, message in found.items():
         i = present[j]
         fix = "re-download it, or drop its row (prepare.skip_bad_rows)" if split == "train" else "re-download it"
@@ -214,8 +216,11 @@ class Competition:
         """Where the test image with this id lives."""
         raise NotImplementedError
 
-    def scan(self, root: Path, decode_images: bool = False, workers: int = 2) -> Scan:
-        """Read everything and list every problem; images are fully decoded only with `decode_images`."""
+    def scan(self, root: Path, decode_images: bool = False, workers: int = 2, max_pixels: int = MAX_PIXELS) -> Scan:
+        """Read everything and list every problem; images are fully decoded only with `decode_images`.
+
+        Images of more than `max_pixels` pixels (prepare.max_pixels) are problems, found from their headers.
+        """
         root, scan = Path(root), Scan(Path(root))
         try:
             vocabulary = self.vocabulary(root)
@@ -226,9 +231,9 @@ class Competition:
             vocabulary = ()
         test = self.read_test(root, scan)
         if paths is not None:
-            add_image_problems(scan, paths, decode_images, workers, "train")
+            add_image_problems(scan, paths, decode_images, workers, "train", max_pixels)
         if test is not None:
-            add_image_problems(scan, test[1], decode_images, workers, "test")
+            add_image_problems(scan, test[1], decode_images, workers, "test", max_pixels)
             self.add_unlisted_test_images(root, test, scan)
         if ids is not None and test is not None:
             classes = vocabulary if vocabulary is not None else tuple(sorted({t for row in tags for t in row}))

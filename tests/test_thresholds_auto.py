@@ -1,0 +1,178 @@
+"""`thresholds.method: auto` (global unless a per-class method clearly wins nested), one-fold nesting, and
+thresholds outputs that hold no wall-clock figures (the same inputs write the same bytes, optuna study or not)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlic.config import Config, ThresholdsConfig, config_from_dict
+from mlic.errors import ConfigError, MlicError
+from mlic.layout import EnsemblePredictions, save_ensemble, save_prepare_stats, save_prepared_index
+from mlic.predict.threshold_fitting import fit_and_compare, fit_thresholds, nested_evaluation
+
+FAST = {"compare_methods": ("global", "per_class_exact")}  # no optuna: each test runs in well under a second
+
+
+def calibrated(n: int = 150, classes: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Few rows, rare classes, every class equally calibrated: each label is drawn with its own probability.
+
+    One shared cut suits every class, so per-class cuts can only fit noise (class rates 0.5 down to 0.03).
+    """
+    rng = np.random.default_rng(seed)
+    means = np.geomspace(0.5, 0.03, classes)
+    probs = rng.beta(0.5, 0.5 / means - 0.5, (n, classes))  # Beta(a, b) with mean `means`
+    return probs, (rng.random((n, classes)) < probs).astype(np.uint8)
+
+
+def miscalibrated(n: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two classes on different scales: A's positives score 0.2-0.4 (negatives 0-0.15), B's 0.8-0.95 (0.5-0.7).
+
+    No shared cut separates both (one below 0.2 predicts every B), while a cut per class separates each.
+    """
+    rng = np.random.default_rng(seed)
+    labels = (rng.random((n, 2)) < 0.4).astype(np.uint8)
+    a = np.where(labels[:, 0], rng.uniform(0.2, 0.4, n), rng.uniform(0.0, 0.15, n))
+    b = np.where(labels[:, 1], rng.uniform(0.8, 0.95, n), rng.uniform(0.5, 0.7, n))
+    return np.stack([a, b], axis=1), labels
+
+
+def test_auto_keeps_global_where_per_class_cuts_overfit():
+    probs, labels = calibrated()
+    fit = fit_and_compare(probs, labels, np.arange(len(labels)) % 3, ThresholdsConfig(**FAST))
+    assert (fit.used, fit.method, fit.shrink) == ("auto", "global", 0.0)
+    candidates = fit.auto.candidates
+    assert set(candidates) == {"global", "per_class_exact"} and set(candidates["per_class_exact"]) == {0, 10, 100, 1000}
+    # per-class cuts fitted without the scored fold lose to the shared one: they fit noise of 100 rows
+    assert candidates["per_class_exact"][0.0] < candidates["global"][0.0]
+    assert fit.reports["auto"].nested == fit.reports["global"].nested
+    assert fit.reason.startswith("auto chose global: nested F2 ")
+
+
+def test_auto_picks_per_class_cuts_where_calibration_differs():
+    probs, labels = miscalibrated()
+    fit = fit_and_compare(probs, labels, np.arange(len(labels)) % 3, ThresholdsConfig(**FAST))
+    assert fit.method == "per_class_exact" and fit.shrink in (0.0, 10.0)
+    assert fit.auto.gain > 0.02 and fit.auto.gain > 2 * fit.auto.standard_error
+    chosen, shared = fit.reports["auto"], fit.reports["global"]
+    assert chosen.nested["f2_samples"] > shared.nested["f2_samples"] + 0.02
+    a_cut, b_cut = chosen.thresholds  # each class's cut lies in its own gap between negatives and positives
+    assert 0.15 <= a_cut <= 0.2 and 0.7 <= b_cut <= 0.8
+    assert fit.reason.startswith(f"auto chose per_class_exact (shrink {fit.shrink:g}): nested F2 ")
+
+
+def test_one_fold_is_split_for_a_nested_score():
+    probs, labels = calibrated(n=200)
+    one_fold = np.zeros(len(labels), dtype=int)
+    cfg = ThresholdsConfig(**FAST, nested_splits=4)
+    report = nested_evaluation(probs, labels, one_fold, cfg, "per_class_exact")
+    assert set(report.per_fold) == {"0", "1", "2", "3"}
+    assert 0 < report.nested["f2_samples"] < report.in_sample["f2_samples"]
+    again = nested_evaluation(probs, labels, one_fold, cfg, "per_class_exact")
+    assert again.nested == report.nested  # the split is seeded by thresholds.seed
+    fit = fit_and_compare(probs, labels, one_fold, cfg)
+    assert fit.auto.candidates["global"][0.0] == fit.reports["global"].nested["f2_samples"]
+
+
+def test_explicit_method_and_shrink_still_rule():
+    probs, labels = miscalibrated()
+    cfg = ThresholdsConfig(method="global", compare_methods=("per_class_exact",), shrink=5.0)
+    fit = fit_and_compare(probs, labels, np.arange(len(labels)) % 3, cfg)
+    assert (fit.used, fit.method, fit.shrink, fit.auto) == ("global", "global", 5.0, None)
+    assert list(fit.reports) == ["global", "per_class_exact"]
+    expected = fit_thresholds(probs, labels, dataclasses.replace(cfg, method="per_class_exact"))
+    assert np.array_equal(fit.reports["per_class_exact"].thresholds, expected)
+
+
+def test_bad_threshold_settings_name_the_key():
+    probs, labels = miscalibrated(n=30)
+    with pytest.raises(ConfigError, match=r"thresholds\.method: unknown threshold method 'per_class'"):
+        fit_and_compare(probs, labels, np.arange(30) % 3, ThresholdsConfig(method="per_class"))
+    with pytest.raises(ConfigError, match=r"thresholds\.compare_methods: unknown threshold method 'optuner'"):
+        fit_and_compare(probs, labels, np.arange(30) % 3, ThresholdsConfig(compare_methods=("optuner",)))
+    with pytest.raises(ConfigError, match=r"thresholds\.auto_shrink: must be a non-empty list"):
+        ThresholdsConfig(auto_shrink=())
+    with pytest.raises(ConfigError, match=r"thresholds\.compare_methods: lists auto"):
+        ThresholdsConfig(compare_methods=("global", "auto"))
+    with pytest.raises(MlicError, match="auto chooses among fitted methods"):
+        fit_thresholds(probs, labels, ThresholdsConfig())
+
+
+def test_resumed_optuna_study_runs_the_trials_of_a_fresh_one(tmp_path):
+    """Trial k's sampler is seeded by k: a study stopped after 6 trials and resumed to 12 equals one run to 12."""
+    import optuna
+
+    probs, labels = calibrated(n=120, classes=4)
+
+    def trials(db: str) -> list:
+        (summary,) = optuna.study.get_all_study_summaries(f"sqlite:///{tmp_path / db}")
+        study = optuna.load_study(study_name=summary.study_name, storage=f"sqlite:///{tmp_path / db}")
+        return [(t.params, t.value) for t in study.trials]
+
+    def fit(trials_wanted: int, db: str) -> np.ndarray:
+        cfg = ThresholdsConfig(method="optuna", optuna_trials=trials_wanted, optuna_storage=str(tmp_path / db))
+        return fit_thresholds(probs, labels, cfg)
+
+    fit(6, "resumed.db")
+    resumed = fit(12, "resumed.db")
+    fresh = fit(12, "fresh.db")
+    assert len(trials("resumed.db")) == 12 and trials("resumed.db") == trials("fresh.db")
+    assert np.array_equal(resumed, fresh)
+    # a study holding more trials than asked for answers as a study of that many: the best of its first ones
+    assert np.array_equal(fit(6, "fresh.db"), fit(6, "short.db"))
+
+
+def write_stage_inputs(root: Path, folds: list[int]) -> Config:
+    """A prepare and an ensemble folder for the thresholds stage (no images: it reads only labels and OOF)."""
+    probs, labels = miscalibrated(n=90)
+    classes, ids = ["a", "b"], [f"r{i}" for i in range(len(labels))]
+    params = {
+        "prepare": {"out_dir": str(root / "prepare")},
+        "ensemble": {"out_dir": str(root / "ensemble")},
+        "train": {"folds": folds},
+        "thresholds": {
+            "compare_methods": ["global", "per_class_exact", "optuna"],
+            "optuna_trials": 5,
+            "out_file": str(root / "out" / "thresholds.json"),
+            "metrics_file": str(root / "out" / "scores.json"),
+        },
+    }
+    cfg = config_from_dict(params)
+    prep = root / "prepare"
+    prep.mkdir(parents=True)
+    tags = [[c for c, on in zip(classes, row, strict=True) if on] for row in labels]
+    save_prepared_index(prep, ids, tags, ["t0"], labels, classes)
+    save_prepare_stats(prep, {"mean": [0.5] * 3, "std": [0.25] * 3})
+    for name in ("train_images.npy", "test_images.npy"):
+        np.save(prep / name, np.zeros((1, 1, 1, 3), dtype=np.uint8))
+    fold_of_row = np.arange(len(labels)) % len(folds)
+    save_ensemble(cfg.ensemble.out_dir, EnsemblePredictions(np.arange(len(labels)), fold_of_row, probs,
+                                                            probs[:1]), {"baseline": 1.0}, cfg)  # fmt: skip
+    return cfg
+
+
+@pytest.mark.parametrize("folds", [[0, 1, 2], [0]])
+def test_thresholds_stage_writes_the_same_bytes_every_run(tmp_path, folds, capsys):
+    """No timings in the stage's outputs, and optuna's answer does not hang on its study storage's history."""
+    from mlic.stages import thresholds
+
+    cfg = write_stage_inputs(tmp_path, folds)
+    t = cfg.thresholds
+    outputs = {}
+    for run, db in (("first", "a.db"), ("second", "b.db"), ("resumed", "a.db")):  # the third reuses a.db
+        storage = str(tmp_path / db)
+        thresholds.main(dataclasses.replace(cfg, thresholds=dataclasses.replace(t, optuna_storage=storage)))
+        outputs[run] = {p: Path(p).read_bytes() for p in (t.out_file, t.metrics_file)}
+    assert outputs["first"] == outputs["second"] == outputs["resumed"]
+    text = b"".join(outputs["first"].values()).decode()
+    assert "seconds" not in text and "time" not in text
+    scores, chosen = json.loads(outputs["first"][t.metrics_file]), json.loads(outputs["first"][t.out_file])
+    assert set(scores) == {"auto", "global", "optuna", "per_class_exact"}
+    assert set(scores["auto"]["candidates"]["optuna"]) == {"shrink_0", "shrink_10", "shrink_100", "shrink_1000"}
+    assert (chosen["method"], chosen["shrink"]) == (scores["auto"]["method"], scores["auto"]["shrink"])
+    assert chosen["reason"].startswith("auto chose ") and chosen["nested_fbeta"] is not None
+    assert " s)" in capsys.readouterr().out  # the fit timings went to the log
