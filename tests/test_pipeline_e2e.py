@@ -163,3 +163,7 @@ def test_dropping_a_model_leaves_the_lock_a_fresh_clone_would_write(first_repro,
         assert dropped[stage]["deps"] == fresh[stage]["deps"], stage
     for stage in ("ensemble", "thresholds", "submit"):
         assert dropped[stage]["outs"] == fresh[stage]["outs"], stage
+    _edit_params(project, {"train": {"models": ["baseline", "hog_linear"]}})  # listed again: restored, not retrained
+    ran = _stages_run(_dvc(project, "repro"))
+    assert not {"train@hog_linear-0", "train@hog_linear-1"} & set(ran)
+    assert (project / "data/processed/train/hog_linear/fold_1/oof.npz").is_file()
