@@ -155,9 +155,14 @@ def test_seed_epoch_makes_each_epoch_independent_of_history():
 
 
 class TwoPartTask(MultiLabelTask):
-    """The default loss plus a weight penalty, as two logged parts."""
+    """The default loss plus a weight penalty, as two logged parts; it records the phase of every step."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.phase_of_step: list[str] = []
 
     def training_step(self, net, batch):
+        self.phase_of_step.append(self.phase.name)
         main = super().training_step(net, batch).loss
         penalty = 0.01 * sum((p**2).sum() for p in net.parameters())
         return StepOutput(main + penalty, {"main": main.detach(), "penalty": penalty.detach()})
@@ -191,6 +196,14 @@ def test_phases_freeze_parameters_scale_the_lr_and_log_loss_parts():
     assert [r["lr"] for r in history] == pytest.approx([cfg.lr * 0.5, cfg.lr * 0.5, cfg.lr])  # each epoch's own LR
     for record_ in history:
         assert record_["train_loss"] == pytest.approx(record_["train_loss_main"] + record_["train_loss_penalty"])
+    steps = len(loader)  # the task is told each epoch's phase before its first step (SRN's loss depends on it)
+    assert task.phase_of_step == ["head"] * 2 * steps + ["all"] * steps
+
+    resumed = make_engine(model, model, cfg, rt, len(loader), phases)
+    resumed.state.epoch = 2  # a run resumed in the last phase: the task learns the phase anew
+    task.phase, task.phase_of_step = None, []
+    fit(resumed, loader, task, cfg, rt)
+    assert task.phase_of_step == ["all"] * steps
 
 
 def test_early_stopping_waits_for_the_last_phase():

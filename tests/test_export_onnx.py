@@ -110,7 +110,10 @@ def test_bad_fold_or_model_is_a_user_error(finished_run, tmp_path, capsys, args,
 
 
 TINY = {"baseline": {"backbone": "resnet10t", "extra_filters": 8}, "hourglass": {"backbone": "resnet10t"},
-        "resnet50_hog": {"backbone": "resnet10t", "hog_projection": 4}}  # fmt: skip
+        "resnet50_hog": {"backbone": "resnet10t", "hog_projection": 4},
+        "srn": {"backbone": "resnet10t", "sr_map_size": 2}, "csra": {"backbone": "resnet10t", "num_heads": 2},
+        "ml_decoder": {"backbone": "resnet10t", "decoder_dim": 32, "num_heads": 4, "ffn_dim": 64,
+                       "num_queries": 2}}  # fmt: skip
 
 
 def tiny_fold_models(arch: str, n_folds: int) -> list[FoldModel]:

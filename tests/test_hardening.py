@@ -19,7 +19,7 @@ from mlic.cli import main as mlic_main
 from mlic.config import TrainConfig
 from mlic.errors import MlicError
 from mlic.models.registry import ArchConfig
-from mlic.tasks.base import StepOutput
+from mlic.tasks.base import StepOutput, Task
 from mlic.tasks.multilabel import MultiLabelTask
 from mlic.train.batches import CachedSamples
 from mlic.train.engine import fit, load_checkpoint, make_engine, save_checkpoint
@@ -110,10 +110,11 @@ def test_predict_refuses_a_fold_that_outputs_nan_naming_model_fold_and_image(fin
     assert not out.exists()
 
 
-class NanAtStep:
+class NanAtStep(Task):
     """A task whose loss turns NaN at one (epoch, step): as a diverging run would."""
 
     def __init__(self, labels: np.ndarray, epoch: int, step: int):
+        super().__init__(ArchConfig())
         self.inner = MultiLabelTask(ArchConfig(), sources=("hog",))
         self.inner.setup(labels)
         self.sources, self.at, self.calls, self.per_epoch = ("hog",), (epoch, step), 0, 0

@@ -26,6 +26,10 @@ TINY = {
     "baseline": {"backbone": "resnet10t", "extra_filters": 8},
     "hourglass": {"backbone": "resnet10t", "deep_supervision": True},  # auxiliary logits too
     "resnet50_hog": {"backbone": "resnet10t", "hog_projection": 4},
+    "srn": {"backbone": "resnet10t", "sr_map_size": 2},  # X is 2 x 2 at 32 px
+    "csra": {"backbone": "resnet10t", "num_heads": 2},  # a softmax head (T=1) and a max head (T=99)
+    # 2 learnable queries for 5 labels: the group FC keeps 5 of its 6 outputs
+    "ml_decoder": {"backbone": "resnet10t", "decoder_dim": 32, "num_queries": 2, "learnable_queries": True},
 }
 BATCH = {"image": torch.randn(4, 3, 32, 32), "hog": torch.randn(4, HOG_DIM)}
 TARGET = torch.tensor([[1, 0, 0, 1, 0], [0, 1, 0, 0, 0], [1, 1, 1, 0, 0], [0, 0, 0, 0, 1]], dtype=torch.float32)

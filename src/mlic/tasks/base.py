@@ -3,7 +3,8 @@
 A task owns four things, and the engine, validation, `mlic predict` and `mlic export-onnx` call only these:
 - `sources`: the batch entries it reads, names from the registry of sources (`mlic.data.sources`: the image cache,
   HOG, ...); training loads only those, and `target` (the label matrix row) comes with every training batch;
-- `phases(epochs)`: the training schedule, each phase a number of epochs, the parameters that train and an LR scale;
+- `phases(epochs)`: the training schedule, each phase a number of epochs, the parameters that train and an LR scale
+  (the engine calls `begin_phase(phase)` before each epoch, for a task whose loss changes with the phase);
 - `training_step(net, batch)`: the loss, with its named parts for logging;
 - `predict_step(net, batch)`: (N, C) scores in [0, 1].
 
@@ -61,6 +62,7 @@ class Task:
     """
 
     sources: tuple[str, ...] = ("image",)
+    phase: Phase | None = None  # the phase of the epoch being trained (`begin_phase`); None outside training
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -71,6 +73,14 @@ class Task:
     def phases(self, epochs: int) -> list[Phase]:
         """The training schedule over `train.epochs` epochs."""
         return [Phase("train", epochs)]
+
+    def begin_phase(self, phase: Phase) -> None:
+        """Called by the engine before every training epoch with the phase it belongs to (resumed runs included).
+
+        A task whose loss differs per phase (e.g. SRN trains each branch on its own output) keeps `phase` and
+        reads it in `training_step`; the default only records it.
+        """
+        self.phase = phase
 
     def training_step(self, net: nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
         """The loss of one batch of normalised sources and `target`, on the device."""

@@ -210,6 +210,7 @@ def run_epoch(engine: Engine, loader: DataLoader, task: Task, cfg: TrainConfig, 
     phase = engine.phases[index]
     engine.net.train()
     apply_phase(engine.model, phase)
+    task.begin_phase(phase)
     sums: dict[str, float] = defaultdict(float)
     count, n, lr = 0, len(loader), float("nan")
     label = f" {phase.name}" if len(engine.phases) > 1 else ""
