@@ -225,13 +225,14 @@ def run_epoch(engine: Engine, loader: DataLoader, task: Task, cfg: TrainConfig, 
         with sync:
             with rt.autocast():
                 step = task.training_step(engine.net, x)
-            check_finite_loss(step.loss, engine.state.epoch + 1, i + 1, n)
+            loss_value = step.loss.item()  # one device sync per step: checked here, summed below
+            check_finite_loss(loss_value, engine.state.epoch + 1, i + 1, n)
             engine.scaler.scale(step.loss / group).backward()
         if update:
             lr = engine.optimizer.param_groups[0]["lr"]
             optimizer_step(engine, cfg.clip_grad_norm)
         size = len(x["target"])
-        sums["train_loss"] += step.loss.item() * size
+        sums["train_loss"] += loss_value * size
         for part, value in step.parts.items():
             sums[f"train_loss_{part}"] += float(value) * size
         count += size
@@ -241,12 +242,11 @@ def run_epoch(engine: Engine, loader: DataLoader, task: Task, cfg: TrainConfig, 
     return {**means, "lr": lr}
 
 
-def check_finite_loss(loss: torch.Tensor, epoch: int, step: int, steps: int) -> None:
+def check_finite_loss(value: float, epoch: int, step: int, steps: int) -> None:
     """Stop at the first NaN or infinite loss, before it reaches the weights: one message naming the epoch and step.
 
     Nothing of the failing epoch is saved, so the resume checkpoint still holds the last good epoch.
     """
-    value = loss.detach().float().item()
     if not math.isfinite(value):
         raise MlicError(
             f"training loss is {value} at epoch {epoch}, step {step} of {steps}; training stopped and the resume "
