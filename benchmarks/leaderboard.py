@@ -47,7 +47,7 @@ import shlex
 import sys
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -218,6 +218,15 @@ def code_hashes(stages: Sequence[str], arch: str | None = None) -> dict[str, str
     return {m: hashlib.sha256(path.read_bytes()).hexdigest() for m, path in files.items() if path is not None}
 
 
+def module_hashes(modules: Sequence[str]) -> dict[str, str]:
+    """SHA-256 of the source files of `modules` and every `mlic` module they import."""
+    from mlic import deps
+
+    root = deps.source_root(REPO)
+    files = {m: deps.module_file(m, root) for m in sorted(deps.closure(list(modules), root))}
+    return {m: hashlib.sha256(path.read_bytes()).hexdigest() for m, path in files.items() if path is not None}
+
+
 def device_kind() -> str:
     """What `train.device: auto` trains on here: the GPU's name, or cpu."""
     import torch
@@ -234,7 +243,10 @@ def row_key(params: dict, arch: str, solution: Path) -> str:
 
     cfg = config_from_dict(params)  # a bad entry fails here, before anything runs
     resolved = dataclasses.asdict(resolve_model(cfg, arch).config)
-    material = {"params": cfg.to_dict(), "entry": resolved, "code": code_hashes(ROW_STAGES, arch),
+    code = code_hashes(ROW_STAGES, arch)
+    if decodes_sets(arch, params):  # its row also decodes sets, scored beside the thresholds
+        code |= module_hashes(["mlic.predict.decoding"])
+    material = {"params": cfg.to_dict(), "entry": resolved, "code": code,
                 "solution": hashlib.sha256(solution.read_bytes()).hexdigest()}  # fmt: skip
     return digest(material | {"torch": torch.__version__, "device": device_kind()})
 
@@ -427,11 +439,43 @@ def run_row(arch: str, params: dict, args: argparse.Namespace) -> dict:
         seconds[name] = stage(name, name)[0]
     stage("score", "score", params["submit"]["out_file"], "--solution", str(args.solution))
     row = row_metrics(arch, params, score_output(folder / "logs" / "score.log"))
+    if decodes_sets(arch, params):
+        row["decoded"] = decoded_sets(arch, folder, stage, args)
     fit_seconds, images = fit_span(train_log)
     row |= {"train_seconds": fit_seconds, "train_stage_seconds": seconds["train"], "stage_seconds": seconds,
             "row_seconds": round(time.perf_counter() - start, 2),
             "train_images_per_s": round(images / fit_seconds, 1) if fit_seconds and images else None}  # fmt: skip
     return row
+
+
+def decodes_sets(arch: str, params: dict) -> bool:
+    """Whether the row's task decodes label sets itself (a sequence decoder: `decode_step`)."""
+    from mlic.config import config_from_dict
+    from mlic.models.registry import resolve_model
+
+    return hasattr(resolve_model(config_from_dict(params), arch).task(), "decode_step")
+
+
+def decoded_sets(arch: str, folder: Path, stage: Callable, args: argparse.Namespace) -> dict:
+    """The decoder's own label sets (END rule, fitted stop rule; `mlic.predict.decoding`), each scored with
+    `mlic score`: OOF and test F2, set beside the row's scores + thresholds in the decoded-sets table."""
+    from mlic.config import load_config
+    from mlic.predict.decoding import decode_run, write_decoded
+    from mlic.run import Run
+    from mlic.train.runtime import resolve_device
+
+    cfg = load_config(folder / "params.yaml")
+    run = Run(Path("."), cfg)
+    start = time.perf_counter()
+    summary = write_decoded(run, decode_run(run, arch, resolve_device(cfg.train), 256, None), folder, arch)
+    summary["decode_seconds"] = round(time.perf_counter() - start, 2)
+    key = f"f{cfg.thresholds.beta:g}_samples"
+    for rule in ("end", "stop_rule"):
+        stage(f"score_{rule}", "score", summary[rule]["submission"], "--solution", str(args.solution))
+        summary[rule]["test_f2"] = score_output(folder / "logs" / f"score_{rule}.log")[key]
+    progress(f"{arch}: decoded sets, test F2 END rule {summary['end']['test_f2']:.4f}, stop rule "
+             f"{summary['stop_rule']['test_f2']:.4f} (tau {summary['stop_rule']['tau']:g})")  # fmt: skip
+    return summary
 
 
 def row_metrics(arch: str, params: dict, score: dict) -> dict:
@@ -564,6 +608,34 @@ NOTES = (
 )
 
 
+def decoded_lines(rows: list[dict]) -> list[str]:
+    """For the rows that decode label sets: their sets (END rule, stop rule) against their scores + thresholds."""
+    decoding = [r for r in rows if r.get("decoded")]
+    if not decoding:
+        return []
+    header = "| arch | route | test F2 | OOF F2 (in-sample) | test labels / row |"
+    lines = ["", "## Decoded sets against scores + thresholds", "", header, "|---|---|---|---|---|"]
+    for r in decoding:
+        d = r["decoded"]
+        lines.append(f"| {r['arch']} | scores + thresholds ({r['threshold_method']}) | {cell(r['test_f2'])} | "
+                     f"{cell(r['oof_f2'])} | - |")  # fmt: skip
+        for rule, name in (
+            ("end", "decoded set, END rule"),
+            ("stop_rule", f"decoded set, stop rule (tau {d['stop_rule']['tau']:g})"),
+        ):
+            f2 = next(v for k, v in d[rule].items() if k.startswith("oof_f"))
+            lines.append(f"| {r['arch']} | {name} | {cell(d[rule]['test_f2'])} | {cell(f2)} | "
+                         f"{d[rule]['labels_per_row_test']:.2f} |")  # fmt: skip
+    lines += [
+        "",
+        "The END rule keeps the labels on the beam's best path before END. The stop rule (the iMet study's) "
+        "cuts the path where its geometric-mean probability falls below tau and keeps a label whose step "
+        "probability reaches its tau_c; tau and tau_c are fitted on the fold's OOF rows (so its OOF F2 is "
+        "in-sample, as is the thresholds' one here). Sets are decoded from the plain view, without TTA.",
+    ]
+    return lines
+
+
 def markdown(result: dict) -> str:
     """The leaderboard as markdown: a header (command, data, budget, machine, date), the table, the verdict."""
     d, b, m = result["data"], result["budget"], result["machine"]
@@ -587,6 +659,7 @@ def markdown(result: dict) -> str:
         *verdict_lines(result["rows"]),
         "",
         NOTES,
+        *decoded_lines(result["rows"]),
     ]
     return "\n".join(lines) + "\n"
 

@@ -113,7 +113,9 @@ TINY = {"baseline": {"backbone": "resnet10t", "extra_filters": 8}, "hourglass": 
         "resnet50_hog": {"backbone": "resnet10t", "hog_projection": 4},
         "srn": {"backbone": "resnet10t", "sr_map_size": 2}, "csra": {"backbone": "resnet10t", "num_heads": 2},
         "ml_decoder": {"backbone": "resnet10t", "decoder_dim": 32, "num_heads": 4, "ffn_dim": 64,
-                       "num_queries": 2}}  # fmt: skip
+                       "num_queries": 2},
+        "cnn_rnn": {"backbone": "resnet10t", "embed_dim": 8, "hidden_size": 16, "attention_dim": 8,
+                    "beam_size": 1}}  # the search unrolled: test_cnn_rnn.py exports beams of real paths  # fmt: skip
 
 
 def tiny_fold_models(arch: str, n_folds: int) -> list[FoldModel]:

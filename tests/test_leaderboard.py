@@ -90,3 +90,16 @@ def test_row_code_is_the_stages_and_its_own_arch_only(leaderboard):
     assert "mlic.models.baseline" in base and "mlic.models.baseline" not in hog
     assert not any(m == "mlic.models.hourglass" for m in [*hog, *base])
     assert {"mlic.stages.train", "mlic.stages.thresholds", "mlic.tools"} <= set(hog) & set(base)
+
+
+def test_a_decoding_row_gets_its_sets_tabled_beside_its_thresholds(leaderboard):
+    plain = {"arch": "baseline", "status": "ok", "test_f2": 0.88, "oof_f2": 0.87, "threshold_method": "global"}
+    sets = {"end": {"test_f2": 0.7, "oof_f2": 0.69, "labels_per_row_test": 2.1},
+            "stop_rule": {"test_f2": 0.75, "oof_f2": 0.74, "labels_per_row_test": 2.0, "tau": 0.3}}  # fmt: skip
+    decoder = plain | {"arch": "cnn_rnn", "test_f2": 0.8, "oof_f2": 0.79, "decoded": sets}
+    assert leaderboard.decoded_lines([plain]) == []
+    lines = leaderboard.decoded_lines([plain, decoder])
+    assert "| cnn_rnn | scores + thresholds (global) | 0.8000 | 0.7900 | - |" in lines
+    assert "| cnn_rnn | decoded set, END rule | 0.7000 | 0.6900 | 2.10 |" in lines
+    assert "| cnn_rnn | decoded set, stop rule (tau 0.3) | 0.7500 | 0.7400 | 2.00 |" in lines
+    assert not any(line.startswith("| baseline") for line in lines)

@@ -30,6 +30,7 @@ TINY = {
     "csra": {"backbone": "resnet10t", "num_heads": 2},  # a softmax head (T=1) and a max head (T=99)
     # 2 learnable queries for 5 labels: the group FC keeps 5 of its 6 outputs
     "ml_decoder": {"backbone": "resnet10t", "decoder_dim": 32, "num_queries": 2, "learnable_queries": True},
+    "cnn_rnn": {"backbone": "resnet10t", "embed_dim": 8, "hidden_size": 16, "attention_dim": 8},
 }
 BATCH = {"image": torch.randn(4, 3, 32, 32), "hog": torch.randn(4, HOG_DIM)}
 TARGET = torch.tensor([[1, 0, 0, 1, 0], [0, 1, 0, 0, 0], [1, 1, 1, 0, 0], [0, 0, 0, 0, 1]], dtype=torch.float32)

@@ -4,7 +4,7 @@ Stages: sample, code --model M, prepare, hog, folds, train --model M --fold N [-
 submit, evaluate.
 Multi-GPU: train.nproc_per_node: N in params.yaml, or torchrun --nproc_per_node N -m mlic.cli train --model M
 --fold K.
-Tools: check, validate-submission, score, download, kaggle-submit, predict, export-onnx, dvc-deps.
+Tools: check, validate-submission, score, download, kaggle-submit, predict, export-onnx, decode, dvc-deps.
 """
 
 from __future__ import annotations
@@ -102,6 +102,15 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--opset", type=int, help="ONNX opset version (default: the exporter's)")
 
 
+def _decode_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", type=Path, default=Path("."), help=RUN_HELP)
+    p.add_argument("--model", help="a cnn_rnn entry of train.models (default: the first)")
+    p.add_argument("--beam", type=int, help="beam width (default: the entry's beam_size; 1 is greedy)")
+    p.add_argument("--out-dir", type=Path, default=Path("submissions"), help="folder to write (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per batch (default: %(default)s)")
+    p.add_argument("--device", default="", help="cpu, cuda, cuda:N or auto (default: cpu)")
+
+
 def _deps_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--file", type=Path, default=Path("dvc.yaml"), help="pipeline file (default: %(default)s)")
     p.add_argument("--write", action="store_true", help="rewrite the code deps instead of only reporting them")
@@ -124,6 +133,11 @@ TOOLS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = {
     ),
     "predict": ("predict", "predict tags of new images with a finished run's folds and thresholds", _predict_args),
     "export-onnx": ("export_onnx", "export a trained model (its folds, TTA and normalisation) to ONNX", _export_args),
+    "decode": (
+        "decode",
+        "write the label sets a sequence decoder (cnn_rnn) decodes, END rule and fitted stop rule, with OOF F-beta",
+        _decode_args,
+    ),
     "dvc-deps": ("dvc_deps", "check (or --write) each stage's code deps in dvc.yaml against the imports", _deps_args),
 }
 

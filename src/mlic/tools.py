@@ -167,6 +167,25 @@ def export_onnx(cfg: Config, run: Path, model: str | None, fold: str, out: Path 
     return 0
 
 
+def decode(cfg: Config, run: Path, model: str | None, beam: int | None, out_dir: Path, batch_size: int,
+           device: str) -> int:  # fmt: skip
+    """Write the label sets a sequence decoder (cnn_rnn) decodes: END rule and fitted stop rule, with OOF F-beta."""
+    from mlic.predict.decoding import decode_run, write_decoded
+    from mlic.run import open_run
+
+    if batch_size < 1 or (beam is not None and beam < 1):
+        raise MlicError(f"--batch-size and --beam must be >= 1, got {batch_size} and {beam}")
+    finished = open_run(run)
+    model = model or finished.cfg.train.models[0]
+    finished.cfg.model(model)
+    decoded = decode_run(finished, model, _device(device, finished.cfg), batch_size, beam)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = write_decoded(finished, decoded, out_dir, model)
+    print(json.dumps(summary["end"] | {"rule": "end"}))
+    print(json.dumps({k: v for k, v in summary["stop_rule"].items() if k != "tau_c"} | {"rule": "stop_rule"}))
+    return 0
+
+
 def _fold_id(fold: str, cfg: Config) -> int:
     if not fold.isdigit() or int(fold) not in cfg.train.folds:
         raise ConfigError(f"--fold {fold!r} is not a trained fold", fix=f"pass all or one of {list(cfg.train.folds)}")
