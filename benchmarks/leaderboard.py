@@ -202,12 +202,13 @@ def digest(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def code_hashes(stages: Sequence[str], arch: str | None = None) -> dict[str, str]:
-    """SHA-256 of every `mlic` source file the stages import (with `mlic score` for a row), and the arch's."""
+def code_hashes(stages: Sequence[str], arch: str | None = None, extra: Sequence[str] = ()) -> dict[str, str]:
+    """SHA-256 of every `mlic` source file the stages import (with `mlic score` for a row), the arch's, and those of
+    the `extra` modules with everything they import."""
     from mlic import deps
 
     root = deps.source_root(REPO)
-    modules = {m for stage in stages for m in deps.stage_modules(stage, root)}
+    modules = {m for stage in stages for m in deps.stage_modules(stage, root)} | set(deps.closure(list(extra), root))
     if arch is not None:
         modules |= set(deps.closure(["mlic.tools"], root))
         if deps.module_file(deps.arch_module(arch), root) is not None:
@@ -215,15 +216,6 @@ def code_hashes(stages: Sequence[str], arch: str | None = None) -> dict[str, str
         else:  # an arch registered outside mlic/models/<arch>.py: its code is unknown, so hash the whole package
             modules |= {".".join(p.relative_to(root).with_suffix("").parts) for p in (root / "mlic").rglob("*.py")}
     files = {m: deps.module_file(m, root) for m in sorted(modules)}
-    return {m: hashlib.sha256(path.read_bytes()).hexdigest() for m, path in files.items() if path is not None}
-
-
-def module_hashes(modules: Sequence[str]) -> dict[str, str]:
-    """SHA-256 of the source files of `modules` and every `mlic` module they import."""
-    from mlic import deps
-
-    root = deps.source_root(REPO)
-    files = {m: deps.module_file(m, root) for m in sorted(deps.closure(list(modules), root))}
     return {m: hashlib.sha256(path.read_bytes()).hexdigest() for m, path in files.items() if path is not None}
 
 
@@ -243,9 +235,8 @@ def row_key(params: dict, arch: str, solution: Path) -> str:
 
     cfg = config_from_dict(params)  # a bad entry fails here, before anything runs
     resolved = dataclasses.asdict(resolve_model(cfg, arch).config)
-    code = code_hashes(ROW_STAGES, arch)
-    if decodes_sets(arch, params):  # its row also decodes sets, scored beside the thresholds
-        code |= module_hashes(["mlic.predict.decoding"])
+    # a row that decodes sets also runs mlic.predict.decoding, scored beside the thresholds
+    code = code_hashes(ROW_STAGES, arch, ["mlic.predict.decoding"] if decodes_sets(arch, params) else [])
     material = {"params": cfg.to_dict(), "entry": resolved, "code": code,
                 "solution": hashlib.sha256(solution.read_bytes()).hexdigest()}  # fmt: skip
     return digest(material | {"torch": torch.__version__, "device": device_kind()})

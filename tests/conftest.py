@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -51,3 +55,34 @@ def arch_model(arch: str, num_classes: int, source_dims: dict | None = None, **o
     resolved = resolve_entry(arch, ModelEntry(arch, options))
     torch.manual_seed(0)
     return resolved.build(ModelDims(num_classes, source_dims or {})), resolved.task()
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one intra-op thread inside the block, then as before.
+
+    The heads' tests run tiny ops: on a busy shared CPU, intra-op threads waiting on each other made them 20x slower.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """The test runs on one torch thread (`one_torch_thread`); modules opt in with `usefixtures("one_thread")`."""
+    with one_torch_thread():
+        yield
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """The script `benchmarks/<name>.py` as a module (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from conftest import one_torch_thread
 
 COLOURS = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 1.0, 0.0]])  # one label each
 OVERFIT_LABELS = len(COLOURS)  # the classes of the model to overfit
@@ -48,9 +49,7 @@ def overfit_losses(model: torch.nn.Module, task, steps: int = 50, lr: float = 1e
     torch.manual_seed(0)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     losses = []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the head's ops are tiny: thread hand-offs cost more than they save (100x on a busy CPU)
-    try:
+    with one_torch_thread():  # the head's ops are tiny: thread hand-offs cost more than they save on a busy CPU
         for _ in range(steps):
             loss = task.training_step(model, batch).loss
             optimizer.zero_grad()
@@ -59,8 +58,6 @@ def overfit_losses(model: torch.nn.Module, task, steps: int = 50, lr: float = 1e
             losses.append(loss.item())
         with torch.no_grad():
             final = task.training_step(model, batch).loss.item()
-    finally:
-        torch.set_num_threads(threads)
     return losses[0], final
 
 

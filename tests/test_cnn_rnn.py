@@ -21,13 +21,7 @@ TINY = {"backbone": "resnet10t", "embed_dim": 8, "hidden_size": 16, "attention_d
 INF = float("inf")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small ops: on a busy shared CPU, intra-op threads waiting on each other make these tests 20x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small ops: see conftest.one_torch_thread
 
 
 def build(num_classes: int = NUM_CLASSES, **options):

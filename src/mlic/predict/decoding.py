@@ -51,10 +51,6 @@ class Decoded:
     path_floor: np.ndarray
     decoded: np.ndarray
 
-    def rows(self, index: np.ndarray) -> Decoded:
-        """The rows `index`."""
-        return Decoded(self.label_probs[index], self.path_floor[index], self.decoded[index])
-
 
 @dataclass(frozen=True)
 class StopRule:
@@ -150,18 +146,18 @@ def decode_run(run: Run, model: str, device: torch.device, batch_size: int, beam
         beam_size: Beam width, overriding the entry's `beam_size` (None keeps it).
     """
     cfg = run.cfg
-    check_decodes(resolve_model(cfg, model).task(), model)  # before any checkpoint loads
+    task = check_decodes(resolve_model(cfg, model).task(), model)  # before any checkpoint loads
     prep = run.prepared()
     folds = run.folds(prep)
+    data = load_sources(task.sources, cfg, prep, run.root)  # every fold reads the same sources
+    train, test = {k: d.train for k, d in data.items()}, {k: d.test for k, d in data.items()}
     oof_rows, oof_parts, test_parts = [], [], []
     for fold in cfg.train.folds:
         member = load_fold_model(run.fold_dir(model, fold), device)
         if beam_size is not None:
             member.net.beam_size = beam_size
-        data = load_sources(member.sources, cfg, prep, run.root)
         rows = np.flatnonzero(folds == fold)
-        oof_parts.append(decode_rows(member, {k: d.train for k, d in data.items()}, rows, batch_size))
-        test = {k: d.test for k, d in data.items()}
+        oof_parts.append(decode_rows(member, train, rows, batch_size))
         test_parts.append(decode_rows(member, test, np.arange(len(prep.test_ids)), batch_size))
         oof_rows.append(rows)
     index = np.concatenate(oof_rows)
