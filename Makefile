@@ -9,9 +9,14 @@ export PATH := $(abspath $(BIN)):$(PATH)
 .PHONY: install repro test test-fast lint format clean clean-notebooks
 
 # Exact pins from requirements.txt, installed once per requirements change (torch alone is several GB).
+# Then the contrib OpenCV again, so that its cv2/ is the one written last whatever order pip chose (requirements.txt
+# says why); its pin is read from requirements.txt, and the import fails the recipe (no stamp) if cv2 lacks contrib.
 $(VENV)/.requirements.stamp: requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install --disable-pip-version-check --no-deps --force-reinstall \
+	  "$$(grep -E '^opencv-contrib-python-headless==' requirements.txt)"
+	$(BIN)/python -c "import cv2; cv2.ximgproc.segmentation.createSelectiveSearchSegmentation"
 	touch $@
 
 # The editable install must point at this checkout; a venv shared by several clones is re-pointed (seconds).

@@ -7,10 +7,15 @@ and the submission scored against solution.csv with `mlic score`. The stages are
 (`mlic.cli.main`), run in this process inside the work directory, so torch is imported once; their output goes to
 a log per stage (`<work>/rows/<arch>/logs/`), and one progress line per stage (and per epoch) to stderr.
 
+Region rows: every row runs `code` and `teacher` before `train` (a marker for all but `kd_wsd`, whose WSDDN teacher
+it trains on the fold's training rows); `kd_wsd_plain` (`VARIANTS`) is the same student at the same budget without
+its teacher; `sca` (`ROW_PROPOSALS`) reads `cam` proposals made from the baseline row's trained fold instead of the
+shared `windows`, so the baseline row runs first (it does: rows run in registry order).
+
 Shared by every row and reused while their params and code are unchanged: `prepare` (images cached at
-`--image-size`, upsampled from 32 px), `hog` and `folds` (`<work>/upstream/<key>/`). Each row's result is cached as
-`<work>/cache/<arch>-<key>.json`, the key hashing the row's resolved params, the source files of the stages it
-runs and of its architecture (`mlic.deps`), the solution file, torch's version and the device kind: adding an
+`--image-size`, upsampled from 32 px), `hog`, `folds` and `proposals` (`<work>/upstream/<key>/`). Each row's result
+is cached as `<work>/cache/<arch>-<key>.json`, the key hashing the row's resolved params, the source files of the
+stages it runs and of its architecture (`mlic.deps`), the solution file, torch's version and the device kind: adding an
 architecture runs only its row, and editing one architecture's module reruns only that row.
 
 Prints the result as JSON to stdout, and writes a markdown table (`--out`) with the JSON beside it.
@@ -60,8 +65,17 @@ RESULTS = REPO / "benchmarks" / "results"
 DEFAULT_EPOCHS = 5  # sized in the module doc: all seven rows in about an hour on 2 CPU cores
 DEFAULT_IMAGE_SIZE = 64  # upsampled from 32 px, so the backbone's last map is 2 x 2 and the earlier ones larger
 FOLD = 0
-UPSTREAM_STAGES = ("prepare", "hog", "folds")
-ROW_STAGES = ("train", "ensemble", "thresholds", "submit", "evaluate")  # each row's stages, after the shared ones
+UPSTREAM_STAGES = ("prepare", "hog", "folds", "proposals")
+# each row's stages, after the shared ones; `teacher` trains a distilled row's teacher (a marker for the others),
+# named in the row's `code` record
+ROW_STAGES = ("code", "teacher", "train", "ensemble", "thresholds", "submit", "evaluate")
+# Rows beside one per arch: name -> (arch, keys over its entry). The distilled student's control: the same student
+# at the same budget without its teacher.
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {"kd_wsd_plain": ("kd_wsd", {"distill": False})}
+# Rows with proposals of their own (the shared ones are `windows`): the two-branch network's pseudo-objects are the
+# `cam` boxes of the baseline row's trained fold (Planet has no boxes), so that row must run (or be cached) first.
+CAM_RUN = "rows/baseline/train/baseline"
+ROW_PROPOSALS: dict[str, dict[str, Any]] = {"sca": {"method": "cam", "cam": {"model": "baseline", "run_dir": CAM_RUN}}}
 COMPARE_METHODS = ["global", "per_class_exact"]  # auto's candidates; optuna's search is left out for speed
 PHASE_KEY = "phase_epochs"  # a list-valued entry key whose lengths must add up to train.epochs
 COLUMNS = ("arch", "status", "cached", "test_f2", "oof_f2_nested", "oof_f2", "oof_map", "oof_cf1", "oof_of1",
@@ -156,6 +170,10 @@ def arch_entry(arch: str, models: dict[str, dict], backbone: str, epochs: int) -
     fields = {f.name: f for f in dataclasses.fields(get_arch(arch).config)}
     overrides = {"backbone": backbone, "pretrained": False, "pretrained_file": None}
     entry.update({k: v for k, v in overrides.items() if k in fields})
+    for nested in entry.values():  # a distilled student's student and teacher get the budget's backbone too
+        if isinstance(nested, dict) and "arch" in nested:
+            nested_fields = {f.name for f in dataclasses.fields(get_arch(nested["arch"]).config)}
+            nested.update({k: v for k, v in overrides.items() if k in nested_fields})
     phases = entry.get(PHASE_KEY, field_default(fields[PHASE_KEY]) if PHASE_KEY in fields else None)
     if isinstance(phases, (list, tuple)) and phases:
         entry[PHASE_KEY] = rescale_phases(phases, epochs)
@@ -171,6 +189,7 @@ def shared_params(base: dict, args: argparse.Namespace, upstream: str, data_root
     params["data"] |= {"competition": "planet", "root": data_root}
     params["prepare"] |= {"image_size": args.image_size, "out_dir": f"{upstream}/prepare"}
     params["hog"]["out_dir"] = f"{upstream}/hog"
+    params["proposals"]["out_dir"] = f"{upstream}/proposals"
     params["folds"] |= {"n_splits": args.n_splits, "out_file": f"{upstream}/folds.csv"}
     # train.warmup_epochs must stay below the epochs: a short (smoke) budget warms up for half of it at most
     warmup = min(float(params["train"].get("warmup_epochs", 1.0)), args.epochs / 2)
@@ -184,7 +203,11 @@ def row_params(shared: dict, arch: str, entry: dict) -> dict:
     params, out = copy.deepcopy(shared), f"rows/{arch}"
     params["models"] = {arch: entry}
     params["train"] |= {"models": [arch], "out_dir": f"{out}/train", "checkpoint_dir": f"{out}/checkpoints",
-                        "code_dir": f"{out}/code"}  # fmt: skip
+                        "code_dir": f"{out}/code", "teacher_dir": f"{out}/teachers"}  # fmt: skip
+    if arch in ROW_PROPOSALS:
+        own = ROW_PROPOSALS[arch]
+        params["proposals"] |= {**own, "cam": params["proposals"]["cam"] | own.get("cam", {}),
+                                "out_dir": f"{out}/proposals"}  # fmt: skip
     params["ensemble"]["out_dir"] = f"{out}/ensemble"
     params["thresholds"] |= {"out_file": f"{out}/thresholds.json", "metrics_file": f"{out}/reports/thresholds.json",
                              "optuna_storage": f"{out}/optuna.db"}  # fmt: skip
@@ -234,11 +257,18 @@ def row_key(params: dict, arch: str, solution: Path) -> str:
     from mlic.models.registry import resolve_model
 
     cfg = config_from_dict(params)  # a bad entry fails here, before anything runs
-    resolved = dataclasses.asdict(resolve_model(cfg, arch).config)
-    # a row that decodes sets also runs mlic.predict.decoding, scored beside the thresholds
-    code = code_hashes(ROW_STAGES, arch, ["mlic.predict.decoding"] if decodes_sets(arch, params) else [])
+    model = resolve_model(cfg, arch)
+    resolved = dataclasses.asdict(model.config)
+    # a row that decodes sets also runs mlic.predict.decoding, scored beside the thresholds; a distilled row also
+    # builds its student's and teacher's archs
+    extra = [f"mlic.models.{name}" for name in model.arch_names()[1:]]
+    extra += ["mlic.predict.decoding"] if decodes_sets(arch, params) else []
+    code = code_hashes(ROW_STAGES, model.spec.name, extra)
     material = {"params": cfg.to_dict(), "entry": resolved, "code": code,
                 "solution": hashlib.sha256(solution.read_bytes()).hexdigest()}  # fmt: skip
+    if arch in ROW_PROPOSALS:  # its boxes come from another row's trained model: that model is part of the key
+        cam_model = Path(cfg.proposals.cam.run_dir) / f"fold_{FOLD}" / "model.pt"
+        material["cam_model"] = hashlib.sha256(cam_model.read_bytes()).hexdigest() if cam_model.is_file() else None
     return digest(material | {"torch": torch.__version__, "device": device_kind()})
 
 
@@ -408,7 +438,8 @@ def count_parameters(fold_dir: Path) -> tuple[int, int]:
 
     net = load_fold_model(fold_dir, torch.device("cpu")).net
     named = list(net.named_parameters())
-    return sum(p.numel() for _, p in named), sum(p.numel() for n, p in named if not n.startswith("backbone."))
+    head = sum(p.numel() for n, p in named if "backbone" not in n.split("."))  # a student's too
+    return sum(p.numel() for _, p in named), head
 
 
 def score_output(log: Path) -> dict:
@@ -425,8 +456,12 @@ def run_row(arch: str, params: dict, args: argparse.Namespace) -> dict:
     stage = functools.partial(run_stage, folder / "params.yaml", folder / "logs", prefix=f"{arch}: ")
     start, seconds = time.perf_counter(), {}
     # --resume: a row killed mid-training continues from its last epoch (the checkpoint's fingerprint guards it)
+    if arch in ROW_PROPOSALS:
+        seconds["proposals"] = stage("proposals", "proposals")[0]
+    seconds["code"] = stage("code", "code", "--model", arch)[0]  # its record names the teacher, if any
+    seconds["teacher"] = stage("teacher", "teacher", "--model", arch, "--fold", str(FOLD))[0]
     seconds["train"], train_log = stage("train", "train", "--model", arch, "--fold", str(FOLD), "--resume")
-    for name in ROW_STAGES[1:]:
+    for name in ROW_STAGES[3:]:
         seconds[name] = stage(name, name)[0]
     stage("score", "score", params["submit"]["out_file"], "--solution", str(args.solution))
     row = row_metrics(arch, params, score_output(folder / "logs" / "score.log"))
@@ -488,7 +523,8 @@ def row_metrics(arch: str, params: dict, score: dict) -> dict:
 def leaderboard_row(arch: str, base: dict, shared: dict, args: argparse.Namespace) -> dict:
     """One row: from the cache when its key matches a stored result, else run and stored; a failure is a row too."""
     try:
-        entry = arch_entry(arch, base.get("models") or {}, args.backbone, args.epochs)
+        of, overrides = VARIANTS.get(arch, (arch, {}))
+        entry = arch_entry(of, base.get("models") or {}, args.backbone, args.epochs) | overrides
         params = row_params(shared, arch, entry)
         key = row_key(params, arch, args.solution)
         stored = Path("cache") / f"{arch}-{key[:16]}.json"
@@ -507,13 +543,14 @@ def leaderboard_row(arch: str, base: dict, shared: dict, args: argparse.Namespac
 
 
 def select_archs(names: Sequence[str] | None) -> list[str]:
-    """The architectures to run: `names` (each checked), or every registered one."""
+    """The rows to run: `names` (each checked), or every registered architecture and its `VARIANTS`."""
     from mlic.models.registry import discover_archs, get_arch
 
     if not names:
-        return discover_archs()
+        archs = discover_archs()
+        return archs + [name for name, (arch, _) in VARIANTS.items() if arch in archs]
     for name in names:
-        get_arch(name)  # an unknown name fails here, listing the registered ones
+        get_arch(VARIANTS.get(name, (name, {}))[0])  # an unknown name fails here, listing the registered ones
     return list(dict.fromkeys(names))
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mlic.cli import main
-from mlic.config import Config, HogConfig, ModelEntry, PrepareConfig, TrainConfig
+from mlic.config import Config, HogConfig, ModelEntry, PrepareConfig, ProposalsConfig, TrainConfig
 from mlic.features.hog import HogParams, hog_dim
 from mlic.layout import average_test
 from mlic.models.registry import ModelDims, discover_archs, resolve_model
@@ -115,7 +115,19 @@ TINY = {"baseline": {"backbone": "resnet10t", "extra_filters": 8}, "hourglass": 
         "ml_decoder": {"backbone": "resnet10t", "decoder_dim": 32, "num_heads": 4, "ffn_dim": 64,
                        "num_queries": 2},
         "cnn_rnn": {"backbone": "resnet10t", "embed_dim": 8, "hidden_size": 16, "attention_dim": 8,
-                    "beam_size": 1}}  # the search unrolled: test_cnn_rnn.py exports beams of real paths  # fmt: skip
+                    "beam_size": 1},  # the search unrolled: test_cnn_rnn.py exports beams of real paths
+        "wsddn": {"backbone": "resnet10t", "hidden": 16, "roi_channels": 8},
+        "sca": {"backbone": "resnet10t", "fpn_channels": 16, "hidden": 16},
+        "kd_wsd": {"student": {"arch": "baseline", "backbone": "resnet10t", "extra_filters": 8},
+                   "teacher": {"arch": "wsddn", "backbone": "resnet10t", "hidden": 16, "roi_channels": 8}}}  # fmt: skip
+BOXES = 6  # proposals per image
+
+
+def random_boxes(rng: np.random.Generator, n: int) -> np.ndarray:
+    """(n, BOXES, 5) float32 boxes inside a SIZE x SIZE image, different per image."""
+    xy = rng.random((n, BOXES, 2)) * SIZE * 0.6
+    wh = 2 + rng.random((n, BOXES, 2)) * (SIZE - 2 - xy)
+    return np.concatenate([xy, wh, rng.random((n, BOXES, 1))], axis=-1).astype(np.float32)
 
 
 def tiny_fold_models(arch: str, n_folds: int) -> list[FoldModel]:
@@ -123,6 +135,7 @@ def tiny_fold_models(arch: str, n_folds: int) -> list[FoldModel]:
     cfg = Config(
         prepare=PrepareConfig(image_size=SIZE),
         hog=HogConfig(image_size=SIZE),
+        proposals=ProposalsConfig(max_boxes=BOXES),
         models={"tiny": ModelEntry(arch, TINY.get(arch, {}))},
         train=TrainConfig(models=("tiny",), folds=tuple(range(n_folds)), tta="flips"),
     )
@@ -135,7 +148,7 @@ def tiny_fold_models(arch: str, n_folds: int) -> list[FoldModel]:
                 "std": torch.from_numpy(0.05 + rng.random(dim, dtype=np.float32) * 0.1)},
     }  # fmt: skip
     task = resolved.task()
-    stats = {name: all_stats[name] for name in task.sources}
+    stats = {name: all_stats.get(name, {}) for name in task.sources}  # boxes have no statistics
     runtime = make_runtime(cfg.train, stats, torch.device("cpu"))
     folds = []
     for fold in range(n_folds):
@@ -156,9 +169,10 @@ def test_every_architecture_exports_to_an_equivalent_onnx_graph(arch, tmp_path):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (5, SIZE, SIZE, 3), dtype=np.uint8)
     hog = (rng.random((5, hog_dim(SIZE, HogParams())), dtype=np.float32) * 0.3).astype(np.float32)
-    feeds = {"image": images, "hog": hog}
+    boxes = random_boxes(rng, 5)
+    feeds = {"image": images, "hog": hog, "boxes": boxes}
     # the pipeline's own prediction path: uint8 batches normalised by the runtime, TTA views, fold average
-    arrays = {"image": images[:, None], "hog": hog[:, None]}
+    arrays = {"image": images[:, None], "hog": hog[:, None], "boxes": boxes[:, None]}
     pipeline = np.mean([fm.predict(arrays, batch_size=4) for fm in folds], axis=0)
 
     out = tmp_path / f"{arch}.onnx"

@@ -97,3 +97,24 @@ def test_a_decoding_row_gets_its_sets_tabled_beside_its_thresholds(leaderboard):
     assert "| cnn_rnn | decoded set, END rule | 0.7000 | 0.6900 | 2.10 |" in lines
     assert "| cnn_rnn | decoded set, stop rule (tau 0.3) | 0.7500 | 0.7400 | 2.00 |" in lines
     assert not any(line.startswith("| baseline") for line in lines)
+
+
+def test_region_rows_the_distillation_control_and_the_cam_row(leaderboard):
+    """kd_wsd gets its control row (same student, no teacher); nested entries get the budget's backbone; sca reads
+    the cam boxes of the baseline row's trained fold, and its own proposals folder."""
+    assert leaderboard.select_archs(["kd_wsd_plain"]) == ["kd_wsd_plain"]
+    every = leaderboard.select_archs(None)
+    assert {"wsddn", "kd_wsd", "kd_wsd_plain", "sca"} <= set(every) and every.index("baseline") < every.index("sca")
+    models = {"kd_wsd": {"arch": "kd_wsd", "student": {"arch": "baseline", "backbone": "resnet50"},
+                         "teacher": {"arch": "wsddn", "backbone": "resnet50", "pretrained": True}}}  # fmt: skip
+    entry = leaderboard.arch_entry("kd_wsd", models, "resnet10t", 5)
+    assert entry["student"]["backbone"] == entry["teacher"]["backbone"] == "resnet10t"
+    assert entry["teacher"]["pretrained"] is False and "backbone" not in entry
+    shared = {"proposals": {"method": "windows", "out_dir": "upstream/x/proposals", "cam": {"tau": 0.5}},
+              "train": {}, "ensemble": {}, "thresholds": {}, "submit": {}, "evaluate": {}}  # fmt: skip
+    sca = leaderboard.row_params(shared, "sca", {"arch": "sca"})["proposals"]
+    assert sca["method"] == "cam" and sca["out_dir"] == "rows/sca/proposals"
+    assert sca["cam"] == {"tau": 0.5, "model": "baseline", "run_dir": leaderboard.CAM_RUN}
+    assert leaderboard.row_params(shared, "wsddn", {"arch": "wsddn"})["proposals"] == shared["proposals"]
+    code = leaderboard.code_hashes(leaderboard.ROW_STAGES, "kd_wsd", ["mlic.models.baseline", "mlic.models.wsddn"])
+    assert {"mlic.models.kd_wsd", "mlic.models.baseline", "mlic.models.wsddn", "mlic.stages.teacher"} <= set(code)

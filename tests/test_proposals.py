@@ -1,21 +1,36 @@
-"""Region proposals: the sliding-window grid, clipping and caps, CAM boxes, and context enlargement."""
+"""Region proposals: the sliding-window grid, selective search, clipping and caps, CAM boxes, context enlargement."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
+from conftest import REPO
 
 from mlic.errors import ConfigError
 from mlic.features.proposals import (
+    CONTRIB_WHEEL,
     PROPOSALS,
     box_iou,
     cam_boxes,
     clip_boxes,
     enlarge,
+    selective_search,
     to_corners,
     top_boxes,
     windows,
 )
+
+# Two flat rectangles on a flat background, 64 x 64 RGB: (x, y, w, h) and colour.
+RECTANGLES = {(8, 6, 32, 24): (220, 40, 40), (24, 36, 34, 24): (40, 200, 60)}
+
+
+def two_rectangles() -> np.ndarray:
+    """The RECTANGLES drawn on a grey 64 x 64 uint8 RGB image."""
+    image = np.full((64, 64, 3), 40, dtype=np.uint8)
+    for (x, y, w, h), colour in RECTANGLES.items():
+        image[y : y + h, x : x + w] = colour
+    return image
 
 
 def test_windows_cover_the_image_with_a_half_window_grid_per_scale_and_aspect():
@@ -88,7 +103,44 @@ def test_box_iou_of_known_boxes():
     np.testing.assert_allclose(box_iou(a, b)[0], [1.0, 50 / 150, 0.0])
 
 
-def test_proposal_methods_are_a_registry():
-    assert PROPOSALS.get("windows") is windows
+def test_selective_search_finds_both_rectangles_as_capped_clipped_deterministic_boxes():
+    image = two_rectangles()
+    boxes = selective_search(image, max_boxes=6)
+    assert boxes.dtype == np.float32 and boxes.ndim == 2 and 1 <= len(boxes) <= 6 and boxes.shape[1] == 5
+    corners = to_corners(boxes)
+    assert (corners[:, :2] >= 0).all() and (corners[:, 2:] <= 64).all() and (boxes[:, 2:4] > 0).all()
+    assert (np.diff(boxes[:, 4]) < 0).all() and boxes[0, 4] == 1.0  # distinct scores, best first
+    assert len(np.unique(boxes[:, :4], axis=0)) == len(boxes)
+    truth = np.array([[*rect, 1.0] for rect in RECTANGLES], dtype=np.float32)
+    assert (box_iou(boxes, truth).max(axis=0) >= 0.7).all()
+    # OpenCV's own order is random (libc rand()); the re-ranking makes repeated calls identical.
+    np.testing.assert_array_equal(selective_search(image, max_boxes=6), boxes)
+    np.testing.assert_array_equal(selective_search(image, max_boxes=100)[:6], boxes)
+
+
+def test_selective_search_on_a_small_flat_image_gives_the_whole_image():
+    boxes = selective_search(np.full((32, 48, 3), 120, dtype=np.uint8), max_boxes=10)
+    np.testing.assert_array_equal(boxes, [[0, 0, 48, 32, 1.0]])
+
+
+def test_selective_search_without_opencv_contrib_names_the_wheel(monkeypatch):
+    monkeypatch.delattr(cv2, "ximgproc")
+    with pytest.raises(ConfigError, match="contrib") as error:
+        selective_search(two_rectangles(), max_boxes=5)
+    assert CONTRIB_WHEEL in str(error.value)
+
+
+def test_the_contrib_opencv_is_pinned_beside_the_plain_one_and_keeps_hog():
+    pins = set((REPO / "requirements.txt").read_text().split())
+    version = CONTRIB_WHEEL.split("==")[1]
+    assert {CONTRIB_WHEEL, f"opencv-python-headless=={version}"} <= pins  # albumentations needs the plain one
+    assert cv2.__version__ == version.rsplit(".", 1)[0]
+    assert hasattr(cv2, "HOGDescriptor") and hasattr(cv2.ximgproc.segmentation, "createSelectiveSearchSegmentation")
+
+
+def test_proposal_methods_are_a_registry_of_image_generators():
+    image = two_rectangles()[:40]  # 40 x 64
+    np.testing.assert_array_equal(PROPOSALS.get("windows")(image, 7), windows(40, 64, 7))
+    assert PROPOSALS.get("selective_search") is selective_search
     with pytest.raises(ConfigError, match="proposals.method"):
         PROPOSALS.get("window")

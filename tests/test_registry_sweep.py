@@ -31,8 +31,17 @@ TINY = {
     # 2 learnable queries for 5 labels: the group FC keeps 5 of its 6 outputs
     "ml_decoder": {"backbone": "resnet10t", "decoder_dim": 32, "num_queries": 2, "learnable_queries": True},
     "cnn_rnn": {"backbone": "resnet10t", "embed_dim": 8, "hidden_size": 16, "attention_dim": 8},
+    "wsddn": {"backbone": "resnet10t", "hidden": 16, "roi_channels": 8, "dropout": 0.1},
+    "sca": {"backbone": "resnet10t", "fpn_channels": 16, "hidden": 16},
+    "kd_wsd": {
+        "student": {"arch": "baseline", "backbone": "resnet10t", "extra_filters": 8},
+        "teacher": {"arch": "wsddn", "backbone": "resnet10t", "hidden": 16, "roi_channels": 8},
+    },
 }
-BATCH = {"image": torch.randn(4, 3, 32, 32), "hog": torch.randn(4, HOG_DIM)}
+# boxes: the whole image, two halves and two small squares per image, scored from object-like to background
+SWEEP_BOXES = torch.tensor([[0, 0, 32, 32, 0.9], [0, 0, 16, 32, 0.6], [16, 0, 16, 32, 0.3], [4, 4, 8, 8, 0.1],
+                            [20, 20, 8, 8, 0.05]], dtype=torch.float32)  # fmt: skip
+BATCH = {"image": torch.randn(4, 3, 32, 32), "hog": torch.randn(4, HOG_DIM), "boxes": SWEEP_BOXES.repeat(4, 1, 1)}
 TARGET = torch.tensor([[1, 0, 0, 1, 0], [0, 1, 0, 0, 0], [1, 1, 1, 0, 0], [0, 0, 0, 0, 1]], dtype=torch.float32)
 
 
@@ -43,14 +52,21 @@ def test_every_architecture_trains_with_every_loss(name, loss):
     model, task = arch_model(name, NUM_CLASSES, {"image": 3, "hog": HOG_DIM}, **TINY.get(name, {}), loss=loss)
     assert set(task.sources) <= set(SOURCES.names())
     task.setup(TARGET.numpy())
-    step = task.training_step(model.train(), {**{k: BATCH[k] for k in task.sources}, "target": TARGET})
+    batch = {**{k: BATCH[k] for k in task.sources}, "target": TARGET}
+    if hasattr(task, "attach_teacher"):  # a distilled student: a random teacher stands in for stage `teacher`'s
+        teacher, _ = arch_model(task.cfg.teacher.arch, NUM_CLASSES, **task.cfg.teacher.options)
+        task.attach_teacher(teacher)
+        task.begin_phase(task.phases(2)[0])  # feature transfer, the adapter's only loss, adds its gradients
+        task.training_step(model.train(), batch).loss.backward()
+        task.phase = None
+    step = task.training_step(model.train(), batch)
     assert step.loss.ndim == 0 and torch.isfinite(step.loss)
     assert all(torch.isfinite(v) for v in step.parts.values())
     step.loss.backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
     with torch.no_grad():
-        scores = task.predict_step(model.eval(), {k: BATCH[k] for k in task.sources})
+        scores = task.predict_step(model.eval(), {k: BATCH[k] for k in task.predict_sources})
     assert scores.shape == (4, NUM_CLASSES) and ((scores >= 0) & (scores <= 1)).all()
 
 

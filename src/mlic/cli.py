@@ -1,7 +1,7 @@
 """The `mlic` command: `mlic <stage>` runs one pipeline stage (dvc.yaml calls exactly these), and a few tools.
 
-Stages: sample, code --model M, prepare, hog, folds, train --model M --fold N [--resume], ensemble, thresholds,
-submit, evaluate.
+Stages: sample, code --model M, prepare, hog, folds, cam-model --fold N, proposals, teacher --model M --fold N,
+train --model M --fold N [--resume], ensemble, thresholds, submit, evaluate.
 Multi-GPU: train.nproc_per_node: N in params.yaml, or torchrun --nproc_per_node N -m mlic.cli train --model M
 --fold K.
 Tools: check, validate-submission, score, download, kaggle-submit, predict, export-onnx, decode, dvc-deps.
@@ -34,6 +34,16 @@ def _train_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _fold_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--fold", type=int, required=True, help="validation fold (0..folds.n_splits-1)")
+
+
+def _teacher_args(parser: argparse.ArgumentParser) -> None:
+    _fold_args(parser)
+    parser.add_argument("--model", help="entry of the `models` section whose teacher to train (default: the first "
+                        "of train.models)")  # fmt: skip
+
+
 # Stage name -> (module under mlic.stages, help, extra arguments). Modules import lazily, so that stages and
 # tools without a model never pay for importing torch.
 STAGES: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None] | None]] = {
@@ -42,6 +52,9 @@ STAGES: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None] | No
     "prepare": ("prepare", "read and check the data, build the label matrix and image cache", None),
     "hog": ("hog", "HOG features of every cached image view", None),
     "folds": ("folds", "multilabel-stratified k-fold split", None),
+    "cam-model": ("cam_model", "train the model of the cam proposals on one fold (a marker unless cam)", _fold_args),
+    "proposals": ("proposals", "region proposals of every cached image view (windows, selective_search, cam)", None),
+    "teacher": ("teacher", "train a distilled model's teacher on one fold (a marker for other models)", _teacher_args),
     "train": ("train", "train one model on one fold and write OOF and test predictions", _train_args),
     "ensemble": ("ensemble", "blend the models' out-of-fold and test predictions", None),
     "thresholds": ("thresholds", "fit per-class thresholds on out-of-fold predictions", None),

@@ -170,6 +170,41 @@ class HogConfig:
 
 
 @dataclass(frozen=True)
+class CamProposalsConfig:
+    """`proposals.method: cam`: boxes from a trained model's class activation maps."""
+
+    model: str = "baseline"  # the `models` entry whose maps give the boxes (an arch with class_maps: baseline)
+    run_dir: str = "data/processed/cam_model"  # stage `cam_model` trains it there per fold; a DVC dep of proposals
+    tau: float = 0.5  # a class's map is cut at tau * its max; each connected component becomes a box
+    min_score: float = 0.5  # the classes whose maps are read: the model's scores >= this (at least its top class)
+    batch_size: int = 64
+
+    def __post_init__(self):
+        for name in ("tau", "min_score"):
+            if not 0 < getattr(self, name) < 1:
+                invalid(f"proposals.cam.{name}", f"must be in (0, 1), got {getattr(self, name)}")
+        if self.batch_size < 1:
+            invalid("proposals.cam.batch_size", f"must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class ProposalsConfig:
+    """Region proposals of every cached view (stage `proposals`), for the region models (wsddn, kd_wsd, sca)."""
+
+    out_dir: str = "data/processed/proposals"
+    method: str = "windows"  # registry: windows, selective_search, cam
+    max_boxes: int = 16  # R: every view gets exactly R boxes (a method's best first, topped up with windows)
+    num_workers: int = 2  # threads of the per-image methods
+    cam: CamProposalsConfig = field(default_factory=CamProposalsConfig)
+
+    def __post_init__(self):
+        if self.max_boxes < 1:
+            invalid("proposals.max_boxes", f"must be >= 1, got {self.max_boxes}")
+        if self.num_workers < 1:
+            invalid("proposals.num_workers", f"must be >= 1, got {self.num_workers}")
+
+
+@dataclass(frozen=True)
 class FoldsConfig:
     """Multilabel-stratified k-fold split (stage `folds`)."""
 
@@ -215,6 +250,7 @@ class TrainConfig:
     out_dir: str = "data/processed/train"
     checkpoint_dir: str = "data/interim/checkpoints"  # per-epoch resume state; removed once a fold finishes
     code_dir: str = "data/interim/code"  # stage `code`: each trained model's checked entry and architecture sources
+    teacher_dir: str = "data/processed/teachers"  # stage `teacher`: a distilled student's teacher, per fold
     models: tuple[str, ...] = ("baseline",)  # entries of the `models` section to train, one DVC stage per fold
     folds: tuple[int, ...] = (0, 1, 2)
     epochs: int = 10
@@ -354,6 +390,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     hog: HogConfig = field(default_factory=HogConfig)
+    proposals: ProposalsConfig = field(default_factory=ProposalsConfig)
     folds: FoldsConfig = field(default_factory=FoldsConfig)
     models: dict[str, ModelEntry] = field(default_factory=lambda: {"baseline": ModelEntry("baseline")})
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -384,6 +421,10 @@ class Config:
     def fold_dir(self, model: str, fold: int) -> Path:
         """Where `train` writes one model's checkpoint and predictions for one fold (dvc.yaml uses the same)."""
         return Path(self.train.out_dir) / model / f"fold_{fold}"
+
+    def teacher_dir(self, model: str, fold: int) -> Path:
+        """Where stage `teacher` writes the teacher of a distilled model for one fold (dvc.yaml uses the same)."""
+        return Path(self.train.teacher_dir) / model / f"fold_{fold}"
 
     def checkpoint_dir(self, model: str, fold: int) -> Path:
         """Where `train` keeps the per-epoch resume state of one model and fold while it runs."""
@@ -419,6 +460,8 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
         if value is None and type(None) in args:
             return None
         return _coerce(key, next(a for a in args if a is not type(None)), value)
+    if hint is ModelEntry:  # a models entry nested in another (a distilled student's student and teacher)
+        return _model_entry(key, value)
     if origin is dict:
         if not isinstance(value, dict):
             invalid(key, f"expected a mapping, got {value!r}")
@@ -455,7 +498,8 @@ def _build(cls: type, data: Any, prefix: str, owner: str = "") -> Any:
             hint = f"; did you mean {close[0]!r}?" if close else ""
             invalid(full, f"unknown key{f' for {owner}' if owner else ''}{hint}", f"known: {', '.join(names)}")
         hint = hints[key]
-        kwargs[key] = _build(hint, value, full) if dataclasses.is_dataclass(hint) else _coerce(full, hint, value)
+        nested = dataclasses.is_dataclass(hint) and hint is not ModelEntry  # an entry keeps its arch's keys raw
+        kwargs[key] = _build(hint, value, full) if nested else _coerce(full, hint, value)
     return cls(**kwargs)
 
 

@@ -38,6 +38,13 @@ TRAIN_HOG = "train_hog.npy"
 TEST_HOG = "test_hog.npy"
 HOG_STATS = "hog_stats.npz"
 
+# proposals: (N, views, R, 5) boxes of the train and test views
+TRAIN_BOXES = "train_boxes.npy"
+TEST_BOXES = "test_boxes.npy"
+
+# teacher and cam_model: the folder of a stage with nothing to train (DVC lists it as every matrix item's dep)
+AUXILIARY_MARKER = "auxiliary.json"
+
 # --- train: one model's fold folder, and its resume state while it trains -------------------------------------
 CHECKPOINT = "model.pt"
 OOF_FILE = "oof.npz"
@@ -405,3 +412,9 @@ def load_submit_predictions(out_dir: str | Path) -> tuple[list[str], list[str], 
     names = [f"test id {i}" for i in ids]
     check_probabilities(probs, path, "model ensemble, test (all folds)", "rerun `dvc repro -f submit`", names)
     return ids, classes, probs
+
+
+def save_marker(out_dir: str | Path, reason: str) -> None:
+    """The folder of an auxiliary stage (teacher, cam_model) with nothing to train: one JSON file saying why."""
+    with atomic_path(out_dir, is_dir=True) as out:
+        write_text(out / AUXILIARY_MARKER, json.dumps({"trained": False, "reason": reason}, indent=2) + "\n")

@@ -14,14 +14,20 @@ from mlic.errors import ConfigError
 
 CODE_PREFIX = "src/"  # deps under it are code; the others (data folders, ${...} outputs) are left as written
 WHOLE_PACKAGE = {"code": ["src/mlic"]}
+# The CAM model's architecture is named in params (proposals.cam.model) and found by name, with no `code@` output
+# for it to reach the stage through: it depends on every architecture module as well.
+EXTRA_CODE = {"cam-model": ["src/mlic/models"]}
 
 
-def expected_code_deps(stage: str, project: Path) -> list[str]:
-    """The code deps stage `stage` should list, as paths relative to the project."""
-    if stage in WHOLE_PACKAGE:
-        return WHOLE_PACKAGE[stage]
+def expected_code_deps(command: str, project: Path) -> list[str]:
+    """The code deps of the stage running `mlic <command>`, as paths relative to the project."""
+    from mlic.cli import STAGES
+
+    if command in WHOLE_PACKAGE:
+        return WHOLE_PACKAGE[command]
     root = deps.source_root(project)
-    return deps.relative_files(deps.stage_modules(stage, root), root, project)
+    files = deps.relative_files(deps.stage_modules(STAGES[command][0], root), root, project)
+    return files + EXTRA_CODE.get(command, [])
 
 
 def _stage_command(name: str, stage: dict) -> str:

@@ -4,9 +4,12 @@ A task lists the sources its network reads (`Task.sources`); training, validatio
 load and feed exactly those, through this registry, so no other module has a branch per source:
 - `image`: the uint8 image cache of `prepare` (N, views, S, S, 3), served as CHW uint8 (augmented when training),
   normalised on the device by the training set's channel mean and std;
-- `hog`: the HOG vectors of the `hog` stage (N, views, D), standardised by their training-set mean and std.
+- `hog`: the HOG vectors of the `hog` stage (N, views, D), standardised by their training-set mean and std;
+- `boxes`: the region proposals of the `proposals` stage (N, views, R, 5), (x, y, w, h, score) in pixels of the
+  cached image, served as they are; they follow the image through training augmentation (`mlic.train.batches`) and
+  test-time views (`view_boxes`), so a flipped image gets its flipped boxes.
 
-A source is registered with `SOURCES.register(name)(Source(...))`; later models add theirs (teacher outputs, boxes).
+A source is registered with `SOURCES.register(name)(Source(...))`.
 """
 
 from __future__ import annotations
@@ -56,6 +59,9 @@ class Source:
         example: An example ONNX input (batch, config, stats) -> tensor, in the layout `to_batch` takes.
         to_batch: Maps an ONNX graph input to the layout `sample` serves (e.g. NHWC images to NCHW).
         spatial: Whether test-time views (flips, rotations) and channels_last apply to it.
+        follow_view: For a source of coordinates on the image (boxes): (view, batch, image side) -> the batch moved
+            as the view moves the image; None for the others.
+        params: The params sections it is made from, recorded in the run config of a model reading it.
     """
 
     name: str
@@ -66,6 +72,8 @@ class Source:
     example: Callable[[int, Config, Stats], torch.Tensor]
     to_batch: Callable[[torch.Tensor], torch.Tensor] = lambda x: x
     spatial: bool = False
+    follow_view: Callable[[Callable, torch.Tensor, int], torch.Tensor] | None = None
+    params: tuple[str, ...] = ()
 
 
 SOURCES: Registry[Source] = Registry("batch source", "a task's sources")
@@ -135,6 +143,59 @@ SOURCES.register("hog")(
         example=lambda batch, cfg, stats: torch.randn(
             batch, stats["mean"].numel(), generator=torch.Generator().manual_seed(0)
         ),
+    )
+)
+
+
+def _load_boxes(cfg: Config, root: Path, prep: Prepared) -> SourceData:
+    from mlic.features.proposal_store import load_proposals  # numpy and skimage only; keeps this module light
+
+    boxes = load_proposals(root / cfg.proposals.out_dir, prep, cfg.proposals.max_boxes)
+    return SourceData(boxes.train, boxes.test, {})
+
+
+def _boxes_of_views(views: np.ndarray, cfg: Config) -> np.ndarray:
+    from mlic.features.proposal_store import proposals_of_views
+
+    return proposals_of_views(views, cfg.proposals)
+
+
+def _example_boxes(batch: int, cfg: Config, stats: Stats) -> torch.Tensor:
+    from mlic.features.proposal_store import pad_boxes
+    from mlic.features.proposals import windows
+
+    size, count = cfg.prepare.image_size, cfg.proposals.max_boxes
+    boxes = torch.from_numpy(pad_boxes(windows(size, size, count), count, size, size))
+    return boxes.unsqueeze(0).repeat(batch, 1, 1)
+
+
+def view_boxes(view: Callable[[torch.Tensor], torch.Tensor], boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """(..., 5) boxes on an S x S image, moved as `view` (a flip or right-angle rotation) moves the image.
+
+    The view is read off by applying it to maps of the pixels' own x and y: it sends new pixel p to old pixel
+    A p + t with A a signed permutation, so old pixel q goes to A^T (q - t). Box corners are continuous
+    coordinates, pixel i spanning [i, i + 1), hence the half-pixel shifts.
+    """
+    grid = torch.arange(size, dtype=torch.float32, device=boxes.device)
+    old_x, old_y = view(grid.view(1, size).expand(size, size)), view(grid.view(size, 1).expand(size, size))
+    t = torch.stack([old_x[0, 0], old_y[0, 0]])
+    a = torch.stack([torch.stack([old_x[0, 1], old_y[0, 1]]) - t, torch.stack([old_x[1, 0], old_y[1, 0]]) - t], 1)
+    corners = torch.stack([boxes[..., :2], boxes[..., :2] + boxes[..., 2:4]], dim=-2)  # (..., 2, 2)
+    moved = (corners - 0.5 - t) @ a + 0.5  # row vectors: (q - t)^T A = (A^T (q - t))^T
+    low, high = moved.min(dim=-2).values, moved.max(dim=-2).values
+    return torch.cat([low, high - low, boxes[..., 4:]], dim=-1)
+
+
+SOURCES.register("boxes")(
+    Source(
+        name="boxes",
+        load=_load_boxes,
+        sample=lambda item, transform: torch.from_numpy(np.array(item, dtype=np.float32)),  # a copy: memmaps are r/o
+        normaliser=lambda stats: nn.Identity(),
+        from_views=_boxes_of_views,
+        example=_example_boxes,
+        follow_view=view_boxes,
+        params=("proposals",),
     )
 )
 

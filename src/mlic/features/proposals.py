@@ -1,11 +1,16 @@
 """Region proposals for the region models (issue 16): boxes an image-level label never names, as (x, y, w, h, score).
 
-Every generator returns a float32 (R, 5) array per image, boxes in pixels of the image it was given, clipped to it,
-at most `max_boxes` of them, best score first:
+Every generator in `PROPOSALS` is called as `generator(image, max_boxes)` with an (H, W, 3) uint8 RGB image and
+returns a float32 (R, 5) array, boxes in pixels of that image, clipped to it, at most `max_boxes` of them, best
+score first:
 - `windows`: a dense grid of sliding windows at fractions of the image's shorter side and several aspect ratios
   (w / h), each moved by half its own size; Planet chips show land cover rather than objects, which a grid covers.
-- CAM boxes (`cam_boxes`): a class activation map thresholded at tau * its max, one box per connected component,
-  scored by the map's peak inside it.
+  It needs only the image's shape; the plain function `windows(height, width, max_boxes)` is there for callers
+  without an image.
+- `selective_search`: OpenCV contrib's fast selective search (Uijlings et al. 2013) on the image's content,
+  re-ranked largest box first so that the result is deterministic (see `selective_search`).
+- CAM boxes (`cam_boxes`, not in the registry: it takes a class activation map): the map thresholded at tau * its
+  max, one box per connected component, scored by the map's peak inside it.
 Boxes go to `torchvision.ops.roi_align` as (x1, y1, x2, y2) through `to_corners`. `enlarge` grows boxes about their
 centre (the two-branch network's context patches) and clips them to the image.
 """
@@ -13,17 +18,23 @@ centre (the two-branch network's context patches) and clips them to the image.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from types import ModuleType
 
+import cv2
 import numpy as np
 from skimage.measure import label, regionprops
 
+from mlic.errors import ConfigError
 from mlic.registry import Registry
 
 BOX_FIELDS = ("x", "y", "w", "h", "score")
 WINDOW_SCALES = (1.0, 0.8, 0.6, 0.4, 0.25)  # fractions of the shorter side, largest first (kept first under a cap)
 WINDOW_ASPECTS = (1.0, 0.5, 2.0)  # w / h
 
-Generator = Callable[[int, int, int], np.ndarray]
+# The wheel that provides cv2.ximgproc: the pin in requirements.txt (a test keeps the two equal).
+CONTRIB_WHEEL = "opencv-contrib-python-headless==4.12.0.88"
+
+Generator = Callable[[np.ndarray, int], np.ndarray]  # (image (H, W, 3) uint8 RGB, max_boxes) -> (R, 5) float32
 PROPOSALS: Registry[Generator] = Registry("proposal method", "proposals.method")
 
 
@@ -58,7 +69,6 @@ def window_starts(length: float, window: float) -> np.ndarray:
     return np.append(starts, length - window)
 
 
-@PROPOSALS.register("windows")
 def windows(
     height: int,
     width: int,
@@ -80,6 +90,71 @@ def windows(
             grid = np.stack([xs.ravel(), ys.ravel()], axis=1)
             boxes.append(np.column_stack([grid, np.full((len(grid), 2), (w, h)), np.full(len(grid), scale)]))
     return top_boxes(clip_boxes(np.concatenate(boxes).astype(np.float32), height, width), max_boxes)
+
+
+@PROPOSALS.register("windows")
+def image_windows(image: np.ndarray, max_boxes: int) -> np.ndarray:
+    """`windows` with the default scales and aspects over an image's shape (the registry's signature)."""
+    return windows(image.shape[0], image.shape[1], max_boxes)
+
+
+def selective_search_module() -> ModuleType:
+    """`cv2.ximgproc.segmentation`, or a ConfigError naming the wheel when this OpenCV is not the contrib build."""
+    segmentation = getattr(getattr(cv2, "ximgproc", None), "segmentation", None)
+    if segmentation is None:
+        raise ConfigError(
+            f"proposal method 'selective_search' needs OpenCV's contrib build (cv2.ximgproc), and cv2 "
+            f"{cv2.__version__} here lacks it",
+            fix=f"pip install --no-deps --force-reinstall {CONTRIB_WHEEL} "
+            "(`make install` does so when requirements.txt is newer than the venv)",
+        )
+    return segmentation
+
+
+@PROPOSALS.register("selective_search")
+def selective_search(
+    image: np.ndarray, max_boxes: int, base_k: int = 150, inc_k: int = 150, sigma: float = 0.8
+) -> np.ndarray:
+    """OpenCV's fast selective search: boxes of the regions of a hierarchical grouping of graph segments.
+
+    OpenCV sorts its boxes by rand() * hierarchy level (the C library's global rand(), never seeded), so their order
+    changes from call to call although the set does not. They are therefore re-ranked here, largest area first
+    (ties by y, x, h, w): a merged region's box contains its parts' boxes, so this is the hierarchy top down, as the
+    paper orders it before its random shuffle, and a cap keeps the coarsest regions. Score = 1 - rank / n over all n
+    boxes, in (0, 1]. Nothing here is random or order dependent, so the result is the same whatever the OpenCV
+    thread count (left as it is: a global setting this function has no business changing).
+
+    Small or flat images give few boxes: a flat image is one segment, the whole image, and at 32-64 px a Planet chip
+    often gives only that too (graph segmentation with k = 150 merges its low-contrast regions; a lower base_k and
+    inc_k give more). Should OpenCV ever return none, the whole-image box stands in, so every image has one box.
+
+    Args:
+        image: (H, W, 3) uint8 RGB image.
+        max_boxes: The cap on boxes.
+        base_k: Graph segmentation's k of the first of three segmentations (OpenCV's default).
+        inc_k: The step of k between them.
+        sigma: Gaussian smoothing before graph segmentation.
+
+    Returns:
+        (R, 5) float32 boxes, 1 <= R <= max_boxes (for max_boxes >= 1).
+
+    Raises:
+        ConfigError: If cv2 is not OpenCV's contrib build.
+        ValueError: If image is not (H, W, 3) uint8.
+    """
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"selective_search expects an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
+    search = selective_search_module().createSelectiveSearchSegmentation()
+    search.setBaseImage(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))  # its colour spaces are converted from BGR
+    search.switchToSelectiveSearchFast(base_k, inc_k, sigma)
+    rects = np.asarray(search.process(), dtype=np.float32).reshape(-1, 4)
+    height, width = image.shape[:2]
+    if not len(rects):
+        rects = np.array([[0, 0, width, height]], dtype=np.float32)
+    order = np.lexsort((rects[:, 2], rects[:, 3], rects[:, 0], rects[:, 1], -rects[:, 2] * rects[:, 3]))
+    scores = 1 - np.arange(len(rects), dtype=np.float32) / len(rects)
+    boxes = np.column_stack([rects[order], scores])
+    return top_boxes(clip_boxes(boxes, height, width), max_boxes)
 
 
 def cam_boxes(cam: np.ndarray, height: int, width: int, tau: float, max_boxes: int) -> np.ndarray:

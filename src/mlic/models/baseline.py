@@ -68,6 +68,16 @@ class BackboneResidualClassifier(nn.Module):
         pooled = self.pool(self.block(feature_map(self.backbone, images))).flatten(1)
         return self.classifier(self.dropout(pooled))
 
+    def class_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, C, h, w) class activation maps and the (N, C) logits they average to (in eval mode).
+
+        The classifier is linear after average pooling, so applying it at every position of the block's map gives
+        maps whose mean is the logit (CAM, Zhou et al. 2016): the `cam` proposals read them.
+        """
+        block = self.block(feature_map(self.backbone, images))
+        maps = torch.einsum("nkhw,ck->nchw", block, self.classifier.weight) + self.classifier.bias.view(1, -1, 1, 1)
+        return maps, maps.mean(dim=(2, 3))
+
 
 @register_arch("baseline", BaselineConfig)
 def baseline(cfg: BaselineConfig, dims: ModelDims) -> nn.Module:

@@ -45,6 +45,10 @@ class ArchConfig:
     def __post_init__(self):
         """Checks of the subclasses' keys; the loss is checked against its registry when the entry is resolved."""
 
+    def nested_entries(self) -> tuple[ModelEntry, ...]:
+        """Models entries built inside this one (a distilled student's student and teacher); none by default."""
+        return ()
+
 
 def check_drop_rate(drop_rate: float) -> None:
     """The check of a `drop_rate` key: a probability below 1."""
@@ -138,8 +142,17 @@ class ResolvedModel:
     def without_pretrained(self) -> ResolvedModel:
         """The same model set not to download or read pretrained weights (trained weights are loaded over it)."""
         names = {f.name for f in dataclasses.fields(self.config)}
-        off = {k: v for k, v in (("pretrained", False), ("pretrained_file", None)) if k in names}
+        off: dict[str, Any] = {k: v for k, v in (("pretrained", False), ("pretrained_file", None)) if k in names}
+        for name in names:  # and the same for nested entries (a student), which build their own backbones
+            value = getattr(self.config, name)
+            if isinstance(value, ModelEntry):
+                options = {k: v for k, v in value.options.items() if k not in ("pretrained", "pretrained_file")}
+                off[name] = ModelEntry(value.arch, options)
         return dataclasses.replace(self, config=dataclasses.replace(self.config, **off))
+
+    def arch_names(self) -> list[str]:
+        """This model's architecture and those of its nested entries (whose modules it imports by name)."""
+        return [self.spec.name, *(entry.arch for entry in self.config.nested_entries())]
 
 
 def resolve_model(cfg: Config, key: str) -> ResolvedModel:

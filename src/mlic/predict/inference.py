@@ -55,8 +55,8 @@ class FoldModel:
 
     @property
     def sources(self) -> tuple[str, ...]:
-        """The batch entries the network reads."""
-        return self.task.sources
+        """The batch entries the network reads to predict."""
+        return self.task.predict_sources
 
     def predict(self, arrays: dict[str, np.ndarray], batch_size: int) -> np.ndarray:
         """(N, C) scores of (N, views, ...) source arrays, averaged over the cached views and the TTA views."""

@@ -60,13 +60,27 @@ def task_views(task: Task, views: Sequence[View]) -> list[View]:
 def predict_views(task: Task, net: nn.Module, inputs: dict[str, torch.Tensor], views: Sequence[View]) -> torch.Tensor:
     """(N, C) scores of one batch of normalised sources: `task.predict_step` averaged over the views.
 
-    A view transforms the spatial sources (images) and leaves the others (vectors) as they are.
+    A view transforms the spatial sources (images), moves the boxes on them, and leaves vectors as they are.
     """
     total = 0.0
     for view in views:
-        viewed = {k: view(v) if SOURCES.get(k).spatial else v for k, v in inputs.items() if k != "target"}
-        total = total + task.predict_step(net, viewed)
+        total = total + task.predict_step(net, view_inputs(view, inputs))
     return total / len(views)
+
+
+def view_inputs(view: View, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """One test-time view of a batch: spatial sources transformed, coordinates on them (boxes) moved alike."""
+    out, side = {}, None
+    for name, value in inputs.items():
+        if name != "target" and SOURCES.get(name).spatial:
+            out[name], side = view(value), value.shape[-1]
+    for name, value in inputs.items():
+        follow = SOURCES.get(name).follow_view if name != "target" else None
+        if follow is not None:
+            out[name] = value if side is None else follow(view, value, side)
+        elif name not in out and name != "target":
+            out[name] = value
+    return out
 
 
 @torch.no_grad()

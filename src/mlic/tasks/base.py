@@ -1,8 +1,10 @@
 """The task contract: what an architecture trains on, how it trains, and how it predicts.
 
-A task owns four things, and the engine, validation, `mlic predict` and `mlic export-onnx` call only these:
+A task owns these, and the engine, validation, `mlic predict` and `mlic export-onnx` call only them:
 - `sources`: the batch entries it reads, names from the registry of sources (`mlic.data.sources`: the image cache,
-  HOG, ...); training loads only those, and `target` (the label matrix row) comes with every training batch;
+  HOG, boxes, ...); training loads only those, and `target` (the label matrix row) comes with every training batch;
+  `predict_sources` are those prediction needs (a distilled student reads boxes to train, the image alone to predict);
+- `bind(run)`: the fold it trains on, before training (a student loads its teacher for that fold here);
 - `phases(epochs)`: the training schedule, each phase a number of epochs, the parameters that train and an LR scale
   (the engine calls `begin_phase(phase)` before each epoch, for a task whose loss changes with the phase);
 - `training_step(net, batch)`: the loss, with its named parts for logging;
@@ -46,6 +48,17 @@ class Phase:
         return self.trainable is None or parameter_name.startswith(self.trainable)
 
 
+@dataclass(frozen=True)
+class FoldRun:
+    """The training run a task is bound to: the config, the models entry, the fold, its training rows, the device."""
+
+    cfg: object  # mlic.config.Config (not imported here: tasks stay free of the pipeline's config module)
+    model: str
+    fold: int
+    train_rows: np.ndarray
+    device: torch.device
+
+
 @dataclass
 class StepOutput:
     """One training step's loss (what is minimised) and its named parts (summing to it; logged per epoch)."""
@@ -66,6 +79,14 @@ class Task:
 
     def __init__(self, cfg):
         self.cfg = cfg
+
+    @property
+    def predict_sources(self) -> tuple[str, ...]:
+        """The batch entries `predict_step` reads (what `mlic predict` computes and an ONNX graph takes)."""
+        return self.sources
+
+    def bind(self, run: FoldRun) -> None:
+        """Called once before training with the run it belongs to; the default needs nothing from it."""
 
     def setup(self, train_labels: np.ndarray) -> None:
         """Called once before training with the (N, C) labels of the training rows (e.g. to weight the loss)."""

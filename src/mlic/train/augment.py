@@ -35,11 +35,18 @@ def photo(image_size: int) -> A.BasicTransform:
     )
 
 
-def create_augmentation(name: str, image_size: int, seed: int = 0) -> A.Compose | None:
+def create_augmentation(name: str, image_size: int, seed: int = 0, boxes: bool = False) -> A.Compose | None:
     """The augmentation preset named `name` for square images of `image_size`, seeded (None: no augmentation).
 
-    Albumentations keeps its own random state and ignores numpy's and torch's seeds, so the pipeline is
+    With `boxes`, the transform takes `bboxes` (COCO x, y, w, h) and `box_scores` beside the image and moves them
+    with it. Albumentations keeps its own random state and ignores numpy's and torch's seeds, so the pipeline is
     seeded here; data-loader workers re-seed it from torch's per-worker seed (see `seed_worker`).
     """
     transform = AUGMENTATIONS.get(name)(image_size)
-    return None if transform is None else A.Compose([transform], seed=seed)
+    if transform is None:
+        return None
+    if not boxes:
+        return A.Compose([transform], seed=seed)
+    # boxes (x, y, w, h) ride along: clipped to the image, none dropped for being small (a window is never tiny)
+    params = A.BboxParams(format="coco", label_fields=["box_scores"], clip=True, min_area=0.0, min_visibility=0.0)
+    return A.Compose([transform], seed=seed, bbox_params=params)

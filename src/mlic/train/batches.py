@@ -7,6 +7,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mlic.data.sources import SOURCES
+from mlic.features.proposal_store import pad_boxes
 
 
 class CachedSamples(Dataset):
@@ -33,12 +34,31 @@ class CachedSamples(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         row, view = int(self.rows[i]), int(self.views[i])
-        item = {}
+        item = self._augment_with_boxes(row, view)
         for name, source in self.sources.items():
-            item[name] = source.sample(self.arrays[name][row, view], self.transform if source.spatial else None)
+            if name not in item:
+                item[name] = source.sample(self.arrays[name][row, view], self.transform if source.spatial else None)
         if self.labels is not None:
             item["target"] = torch.from_numpy(self.labels[row].astype(np.float32))
         return item
+
+    def _augment_with_boxes(self, row: int, view: int) -> dict[str, torch.Tensor]:
+        """The image and its boxes augmented together (one draw), so a flipped image gets flipped boxes.
+
+        Empty unless the sample has both and is augmented; the transform then carries albumentations' bbox
+        processing (`create_augmentation(..., boxes=True)`). Boxes a crop cuts away are replaced by windows.
+        """
+        if self.transform is None or "boxes" not in self.arrays or "image" not in self.arrays:
+            return {}
+        boxes = np.asarray(self.arrays["boxes"][row, view], dtype=np.float32)
+        out = self.transform(image=np.asarray(self.arrays["image"][row, view]), bboxes=boxes[:, :4],
+                             box_scores=boxes[:, 4])  # fmt: skip
+        moved = np.column_stack([np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4), out["box_scores"]])
+        height, width = out["image"].shape[:2]
+        return {
+            "image": SOURCES.get("image").sample(out["image"], None),
+            "boxes": torch.from_numpy(pad_boxes(moved.astype(np.float32), len(boxes), height, width)),
+        }
 
 
 def expand_views(rows: np.ndarray, n_views: int) -> tuple[np.ndarray, np.ndarray]:

@@ -20,14 +20,14 @@ from torch.utils.data import DataLoader
 
 from mlic import deps
 from mlic.config import Config, select_sections
-from mlic.data.sources import SourceData, load_sources, stats_tensors
+from mlic.data.sources import SOURCES, SourceData, load_sources, stats_tensors
 from mlic.errors import ConfigError
 from mlic.layout import LIVE_DIR, RESUME_FILE, FoldOutputs, Prepared, check_probabilities, load_folds, load_prepared
 from mlic.metrics import mean_average_precision
 from mlic.models.registry import ModelDims, ResolvedModel, resolve_model
 from mlic.predict.thresholds import best_global_threshold
 from mlic.predict.tta import predict_loader, tta_views
-from mlic.tasks.base import Task, check_phases
+from mlic.tasks.base import FoldRun, Task, check_phases
 from mlic.train.augment import create_augmentation
 from mlic.train.batches import CachedSamples, expand_views, seed_worker
 from mlic.train.distributed import DistContext, wrap_model
@@ -74,7 +74,7 @@ def loaders(cfg: Config, data: FoldData, ctx: DistContext) -> tuple[DataLoader, 
     """Augmented training loader over every cached view (this process's share); ordered validation and test."""
     t, prep = cfg.train, data.prep
     common = {"num_workers": t.num_workers, "pin_memory": torch.cuda.is_available()}
-    transform = create_augmentation(t.augment, cfg.prepare.image_size, t.seed)
+    transform = create_augmentation(t.augment, cfg.prepare.image_size, t.seed, boxes="boxes" in data.sources)
     train_arrays, test_arrays = data.arrays("train"), data.arrays("test")
     train_set = CachedSamples(train_arrays, *expand_views(data.train_rows, data.n_views), prep.labels, transform)
     train = make_train_loader(
@@ -101,17 +101,27 @@ def make_validate(cfg: Config, data: FoldData, val: DataLoader, rt: Runtime, tas
     return validate
 
 
-def run_config(cfg: Config, model: str, fold: int) -> dict:
-    """The config one fold's training reads, narrowed to its model and fold: checkpoint, config.yaml, fingerprint."""
-    return select_sections(cfg.narrowed(model, fold).to_dict(), RUN_SECTIONS)
+def run_config(cfg: Config, model: str, fold: int, sources: tuple[str, ...] = ()) -> dict:
+    """The config one fold's training reads, narrowed to its model and fold: checkpoint, config.yaml, fingerprint.
+
+    Beside `RUN_SECTIONS`, the params sections of the sources the task reads (the proposals of a region model).
+    """
+    extra = tuple(section for name in sources for section in SOURCES.get(name).params)
+    return select_sections(cfg.narrowed(model, fold).to_dict(), RUN_SECTIONS + extra)
+
+
+def rows_digest(rows: np.ndarray) -> str:
+    """SHA-256 of a set of row numbers: what a checkpoint records of the rows it was trained on."""
+    return hashlib.sha256(np.sort(np.asarray(rows, dtype=np.int64)).tobytes()).hexdigest()
 
 
 def run_code(resolved: ResolvedModel) -> dict[str, str]:
     """The source files one fold's training runs (train stage and architecture), with their hashes."""
     root = deps.source_root()
     modules = deps.stage_modules("train", root)
-    if deps.module_file(deps.arch_module(resolved.spec.name), root) is not None:
-        modules += deps.arch_modules(resolved.spec.name, root)
+    for arch in resolved.arch_names():  # its own and its nested entries' (a distilled student's)
+        if deps.module_file(deps.arch_module(arch), root) is not None:
+            modules += deps.arch_modules(arch, root)
     files = {m: deps.module_file(m, root) for m in modules}
     files[resolved.spec.build.__module__] = Path(inspect.getsourcefile(resolved.spec.build))  # a spec from elsewhere
     return {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in sorted(files.items())}
@@ -188,7 +198,7 @@ def train_fold(cfg: Config, model: str, fold: int, resume: bool, ctx: DistContex
     stats = stats_tensors(data.sources)
     rt = make_runtime(cfg.train, stats, resolve_device(cfg.train, ctx.local_rank))
     engine = build_engine(cfg, resolved, task, data, rt, ctx, len(train))
-    config = run_config(cfg, model, fold)
+    config = run_config(cfg, model, fold, task.sources)
     ckpt_dir, run_hash = cfg.checkpoint_dir(model, fold), fingerprint(config, run_code(resolved))
     resumed = resume and load_checkpoint(engine, ckpt_dir / RESUME_FILE, run_hash)
     if ctx.is_main:
@@ -198,6 +208,7 @@ def train_fold(cfg: Config, model: str, fold: int, resume: bool, ctx: DistContex
               f"({n_params:.2f}M parameters)" + (f", resumed after epoch {engine.state.epoch}" if resumed else ""),
               flush=True)  # fmt: skip
     live = start_live(ckpt_dir / LIVE_DIR, engine.state.history) if ctx.is_main else None
+    task.bind(FoldRun(cfg, model, fold, data.train_rows, rt.device))
     task.setup(data.prep.labels[data.train_rows])
     on_epoch = epoch_callback(live, ckpt_dir / RESUME_FILE, run_hash)
     fit(engine, train, task, cfg.train, rt, make_validate(cfg, data, val, rt, task), on_epoch, ctx)
@@ -218,6 +229,7 @@ def train_fold(cfg: Config, model: str, fold: int, resume: bool, ctx: DistContex
         "config": config,
         "normalisation": stats,
         "source_dims": dict(data.dims().source_dims),
+        "train_rows_sha256": rows_digest(data.train_rows),  # what a distilled student checks its teacher against
     }
     summary = fold_summary(model, fold, engine, data.prep.labels[data.val_rows], oof, cfg.thresholds.beta)
     return FoldOutputs(checkpoint, data.val_rows, oof, test_probs, summary, config)
