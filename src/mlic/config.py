@@ -234,7 +234,8 @@ class ModelEntry:
         return {"arch": self.arch, **_plain(self.options)}
 
 
-def _model_entry(key: str, value: Any) -> ModelEntry:
+def model_entry(key: str, value: Any) -> ModelEntry:
+    """A params mapping with an `arch` key as a ModelEntry, or an error naming `key`."""
     if not isinstance(value, dict):
         invalid(key, f"expected a mapping with an `arch` key, got {value!r}")
     arch = value.get("arch")
@@ -461,12 +462,12 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
             return None
         return _coerce(key, next(a for a in args if a is not type(None)), value)
     if hint is ModelEntry:  # a models entry nested in another (a distilled student's student and teacher)
-        return _model_entry(key, value)
+        return model_entry(key, value)
     if origin is dict:
         if not isinstance(value, dict):
             invalid(key, f"expected a mapping, got {value!r}")
         if args[1] is ModelEntry:
-            return {str(k): _model_entry(f"{key}.{k}", v) for k, v in value.items()}
+            return {str(k): model_entry(f"{key}.{k}", v) for k, v in value.items()}
         return {str(k): _coerce(f"{key}.{k}", args[1], v) for k, v in value.items()}
     if origin is tuple:
         if not isinstance(value, (list, tuple)):

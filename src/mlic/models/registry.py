@@ -49,6 +49,10 @@ class ArchConfig:
         """Models entries built inside this one (a distilled student's student and teacher); none by default."""
         return ()
 
+    def teacher_entry(self) -> ModelEntry | None:
+        """The entry stage `teacher` trains per fold for this model (a distilled student's); none by default."""
+        return None
+
 
 def check_drop_rate(drop_rate: float) -> None:
     """The check of a `drop_rate` key: a probability below 1."""

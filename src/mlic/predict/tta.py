@@ -70,16 +70,16 @@ def predict_views(task: Task, net: nn.Module, inputs: dict[str, torch.Tensor], v
 
 def view_inputs(view: View, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """One test-time view of a batch: spatial sources transformed, coordinates on them (boxes) moved alike."""
-    out, side = {}, None
-    for name, value in inputs.items():
-        if name != "target" and SOURCES.get(name).spatial:
-            out[name], side = view(value), value.shape[-1]
-    for name, value in inputs.items():
-        follow = SOURCES.get(name).follow_view if name != "target" else None
-        if follow is not None:
-            out[name] = value if side is None else follow(view, value, side)
-        elif name not in out and name != "target":
-            out[name] = value
+    sources = {name: SOURCES.get(name) for name in inputs if name != "target"}
+    side = next((inputs[name].shape[-1] for name, source in sources.items() if source.spatial), None)
+    out = {}
+    for name, source in sources.items():
+        if source.spatial:
+            out[name] = view(inputs[name])
+        elif source.follow_view is not None and side is not None:
+            out[name] = source.follow_view(view, inputs[name], side)
+        else:
+            out[name] = inputs[name]
     return out
 
 

@@ -26,8 +26,7 @@ def main(cfg: Config, model: str | None = None) -> None:
     modules = [m for name in resolved.arch_names() for m in deps.arch_modules(name, root)]  # nested ones too
     files = deps.relative_files(sorted(set(modules)), root)
     out = Path(cfg.train.code_dir) / f"{model}.json"
-    teacher_entry = getattr(resolved.config, "teacher_entry", None)  # a distilled model's: stage teacher reads it
-    teacher = teacher_entry() if teacher_entry is not None else None
+    teacher = resolved.config.teacher_entry()  # a distilled model's: stage teacher reads it here
     record = {"arch": arch, "files": deps.file_hashes(files)}
     write_json(out, record | ({"teacher": teacher.to_dict()} if teacher is not None else {}))
     print(f"code {model}: arch {arch}, {len(files)} source files -> {out}")

@@ -26,17 +26,14 @@ from mlic.io import atomic_path
 from mlic.layout import CHECKPOINT, CONFIG_FILE, Prepared, load_folds, load_prepared
 
 
-def class_maps_of(fold_models, device):
+def class_maps_of(fold_models):
     """(B, S, S, 3) uint8 views -> ((B, C, h, w) class maps, (B, C) scores), averaged over `fold_models`."""
     import torch
 
     def run(views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         maps, scores = 0.0, 0.0
+        image = torch.from_numpy(np.ascontiguousarray(views.transpose(0, 3, 1, 2)))
         for fm in fold_models:
-            if not hasattr(fm.net, "class_maps"):
-                raise ConfigError(f"proposals.cam.model: arch of {fm.model!r} has no class activation maps",
-                                  fix="name a baseline entry in proposals.cam.model")  # fmt: skip
-            image = torch.from_numpy(np.ascontiguousarray(views.transpose(0, 3, 1, 2)))
             x = fm.runtime.inputs({"image": image})["image"]
             with torch.no_grad():
                 m, logits = fm.net.class_maps(x)
@@ -60,12 +57,15 @@ def cam_proposals_of_run(cfg: Config, prep: Prepared) -> StoredProposals:
             raise MlicError(f"no trained CAM model for fold {fold}", path=run_dir / f"fold_{fold}",
                             fix="run stage cam_model (`dvc repro cam_model`) with proposals.method: cam")  # fmt: skip
         models[fold] = load_fold_model(run_dir / f"fold_{fold}", device)
+        if not hasattr(models[fold].net, "class_maps"):
+            raise ConfigError(f"proposals.cam.model: the arch of {models[fold].model!r} has no class activation maps",
+                              fix="name a baseline entry in proposals.cam.model")  # fmt: skip
     batch, p = cfg.proposals.cam.batch_size, cfg.proposals
-    every = class_maps_of(list(models.values()), device)
+    every = class_maps_of(list(models.values()))
     train = np.zeros((*prep.train_images.shape[:2], p.max_boxes, 5), dtype=np.float32)
     for fold in np.unique(folds):
         rows = np.flatnonzero(folds == fold)
-        maps = class_maps_of([models[fold]], device) if fold in models else every
+        maps = class_maps_of([models[fold]]) if fold in models else every
         train[rows] = cam_proposals_of_views(np.asarray(prep.train_images[rows]), maps, p, batch)
     test = cam_proposals_of_views(np.asarray(prep.test_images), every, p, batch)
     return StoredProposals(train, test)

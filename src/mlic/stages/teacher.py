@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mlic.config import Config, ModelEntry
+from mlic.config import Config, ModelEntry, model_entry
 from mlic.errors import MlicError
 from mlic.layout import save_marker
 
@@ -27,7 +27,7 @@ def teacher_of(cfg: Config, model: str) -> ModelEntry | None:
     if not record.is_file():
         raise MlicError("no code record of the model", path=record, fix=f"run `mlic code --model {model}` first")
     teacher = json.loads(record.read_text()).get("teacher")
-    return None if teacher is None else ModelEntry(teacher["arch"], {k: v for k, v in teacher.items() if k != "arch"})
+    return None if teacher is None else model_entry(f"{record}: teacher", teacher)
 
 
 def main(cfg: Config, fold: int, model: str | None = None) -> None:

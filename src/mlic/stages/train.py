@@ -9,16 +9,12 @@ the outputs appear in `<train.out_dir>/<model>/fold_<k>/` only once the fold has
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 
 from mlic.config import DEFAULT_PARAMS, Config
 from mlic.errors import MlicError
-from mlic.layout import LIVE_DIR, save_fold
-from mlic.train.distributed import barrier, init_distributed, shutdown
-from mlic.train.fold import train_fold
-from mlic.train.runtime import resolve_device
+from mlic.train.fold import train_fold_into
 
 
 def torchrun_command(nproc: int, params: str, model: str, fold: int, resume: bool) -> list[str]:
@@ -53,16 +49,8 @@ def main(cfg: Config, fold: int, model: str | None = None, resume: bool = False,
     if cfg.train.nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
         relaunch_under_torchrun(cfg, params, model, fold, resume)
         return
-    ctx = init_distributed(resolve_device(cfg.train).type == "cuda")
-    try:
-        outputs = train_fold(cfg, model, fold, resume, ctx)
-        if outputs is not None:  # rank 0
-            checkpoints = cfg.checkpoint_dir(model, fold)
-            save_fold(cfg.fold_dir(model, fold), outputs, checkpoints / LIVE_DIR)
-            shutil.rmtree(checkpoints, ignore_errors=True)
-            epochs, beta = outputs.summary["epochs_run"], cfg.thresholds.beta
-            print(f"train {model} fold {fold}: best epoch {outputs.summary['best_epoch']}/{epochs}, val F{beta:g} "
-                  f"with TTA {outputs.summary[f'val_f{beta:g}_tta']:.4f} -> {cfg.fold_dir(model, fold)}")  # fmt: skip
-        barrier(ctx)
-    finally:
-        shutdown(ctx)
+    summary = train_fold_into(cfg, model, fold, resume, cfg.fold_dir(model, fold))
+    if summary is not None:  # rank 0
+        epochs, beta = summary["epochs_run"], cfg.thresholds.beta
+        print(f"train {model} fold {fold}: best epoch {summary['best_epoch']}/{epochs}, val F{beta:g} "
+              f"with TTA {summary[f'val_f{beta:g}_tta']:.4f} -> {cfg.fold_dir(model, fold)}")  # fmt: skip

@@ -10,14 +10,10 @@ stages write without importing torch, so a marker costs a fraction of a second.
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
 
 from mlic.config import Config, ModelEntry
-from mlic.layout import LIVE_DIR, save_fold
-from mlic.train.distributed import init_distributed, shutdown
-from mlic.train.fold import train_fold
-from mlic.train.runtime import resolve_device
+from mlic.train.fold import train_fold_into
 
 
 def train_auxiliary(cfg: Config, key: str, entry: ModelEntry, fold: int, out_dir: str | Path) -> None:
@@ -26,13 +22,4 @@ def train_auxiliary(cfg: Config, key: str, entry: ModelEntry, fold: int, out_dir
     Its out-of-fold predictions cover the fold's validation rows, which it never trained on, so whatever a later
     stage derives from it for those rows (soft targets, boxes) carries no validation label.
     """
-    aux = dataclasses.replace(cfg, models={**cfg.models, key: entry})
-    ctx = init_distributed(resolve_device(cfg.train).type == "cuda")
-    try:
-        outputs = train_fold(aux, key, fold, resume=False, ctx=ctx)
-        checkpoints = aux.checkpoint_dir(key, fold)
-        if outputs is not None:
-            save_fold(out_dir, outputs, checkpoints / LIVE_DIR)
-            shutil.rmtree(checkpoints, ignore_errors=True)
-    finally:
-        shutdown(ctx)
+    train_fold_into(dataclasses.replace(cfg, models={**cfg.models, key: entry}), key, fold, False, out_dir)

@@ -22,7 +22,16 @@ from mlic import deps
 from mlic.config import Config, select_sections
 from mlic.data.sources import SOURCES, SourceData, load_sources, stats_tensors
 from mlic.errors import ConfigError
-from mlic.layout import LIVE_DIR, RESUME_FILE, FoldOutputs, Prepared, check_probabilities, load_folds, load_prepared
+from mlic.layout import (
+    LIVE_DIR,
+    RESUME_FILE,
+    FoldOutputs,
+    Prepared,
+    check_probabilities,
+    load_folds,
+    load_prepared,
+    save_fold,
+)
 from mlic.metrics import mean_average_precision
 from mlic.models.registry import ModelDims, ResolvedModel, resolve_model
 from mlic.predict.thresholds import best_global_threshold
@@ -30,7 +39,7 @@ from mlic.predict.tta import predict_loader, tta_views
 from mlic.tasks.base import FoldRun, Task, check_phases
 from mlic.train.augment import create_augmentation
 from mlic.train.batches import CachedSamples, expand_views, seed_worker
-from mlic.train.distributed import DistContext, wrap_model
+from mlic.train.distributed import DistContext, barrier, init_distributed, shutdown, wrap_model
 from mlic.train.engine import Engine, Validate, fingerprint, fit, load_checkpoint, make_engine, save_checkpoint
 from mlic.train.runtime import Runtime, make_runtime, resolve_device
 from mlic.train.sampling import make_train_loader
@@ -233,3 +242,21 @@ def train_fold(cfg: Config, model: str, fold: int, resume: bool, ctx: DistContex
     }
     summary = fold_summary(model, fold, engine, data.prep.labels[data.val_rows], oof, cfg.thresholds.beta)
     return FoldOutputs(checkpoint, data.val_rows, oof, test_probs, summary, config)
+
+
+def train_fold_into(cfg: Config, model: str, fold: int, resume: bool, out_dir: str | Path) -> dict | None:
+    """Train one fold under the process group (`train_fold`) and write its fold folder into `out_dir` on rank 0.
+
+    The per-epoch resume state goes once the folder is written. Returns the fold's summary on rank 0, else None.
+    """
+    ctx = init_distributed(resolve_device(cfg.train).type == "cuda")
+    try:
+        outputs = train_fold(cfg, model, fold, resume, ctx)
+        if outputs is not None:  # rank 0
+            checkpoints = cfg.checkpoint_dir(model, fold)
+            save_fold(out_dir, outputs, checkpoints / LIVE_DIR)
+            shutil.rmtree(checkpoints, ignore_errors=True)
+        barrier(ctx)
+        return None if outputs is None else outputs.summary
+    finally:
+        shutdown(ctx)
