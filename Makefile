@@ -24,7 +24,9 @@ install: $(VENV)/.requirements.stamp
 	@$(BIN)/python -c "import mlic, sys; sys.exit(not mlic.__file__.startswith('$(CURDIR)/src/'))" 2>/dev/null \
 	  || $(BIN)/pip install --disable-pip-version-check --no-deps --no-build-isolation -q -e .
 
+# dvc.yaml holds the stages params.yaml needs (`mlic pipeline`): rewritten first when the params changed which.
 repro: install
+	$(BIN)/mlic pipeline --write
 	$(BIN)/dvc repro
 	@echo "submission: $$(ls submissions/*.csv)"; cat reports/metrics.json
 

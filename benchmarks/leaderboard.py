@@ -186,6 +186,7 @@ def shared_params(base: dict, args: argparse.Namespace, upstream: str, data_root
     `upstream` is the folder of the shared stage outputs, relative to the work folder (the stages run there).
     """
     params = copy.deepcopy(base)
+    params.pop("tune", None)  # `mlic tune`'s space may name entries of `models` that a row's params leave out
     params["data"] |= {"competition": "planet", "root": data_root}
     params["prepare"] |= {"image_size": args.image_size, "out_dir": f"{upstream}/prepare"}
     params["hog"]["out_dir"] = f"{upstream}/hog"

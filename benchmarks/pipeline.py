@@ -18,6 +18,8 @@ from pathlib import Path
 
 import yaml
 
+from mlic.run import method_reports
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -67,6 +69,7 @@ def main() -> None:
         for f in params["train"]["folds"]
     ]
     seen = stats["n_train"] * stats["views"] * fraction * sum(m["epochs_run"] for m in fold_metrics)
+    scores_file = workdir / params["thresholds"]["metrics_file"]
     result = {
         "params": str(args.params),
         "overrides": args.set,
@@ -78,7 +81,7 @@ def main() -> None:
         "folds": fold_metrics,
         "thresholds": {
             method: {"in_sample": r["in_sample"]["f2_samples"], "nested": r["nested"].get("f2_samples")}
-            for method, r in json.loads((workdir / params["thresholds"]["metrics_file"]).read_text()).items()
+            for method, r in method_reports(json.loads(scores_file.read_text())).items()
         },
     }
     submission = workdir / params["submit"]["out_file"]

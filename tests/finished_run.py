@@ -48,12 +48,24 @@ def run_tool(project: Path, *args: str) -> str:
     return result.stdout
 
 
+def write_params(root: Path, params: dict) -> None:
+    """Write a project's params.yaml and its dvc.yaml, as `mlic pipeline --write` would (in process: quicker)."""
+    from mlic.config import load_config
+    from mlic.pipeline import generate
+
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (root / "dvc.yaml").write_text(generate(load_config(root / "params.yaml"), root))
+
+
+def edit_params(root: Path, override: dict) -> None:
+    """Merge `override` into a project's params.yaml and regenerate its dvc.yaml."""
+    write_params(root, merge(yaml.safe_load((root / "params.yaml").read_text()), override))
+
+
 def copy_pipeline(root: Path, override: dict) -> Path:
-    """The repo's dvc.yaml and src/ in `root`, with its params.yaml merged with `override`."""
-    shutil.copy(REPO / "dvc.yaml", root)
+    """The repo's src/ in `root`, with its params.yaml merged with `override`, and the dvc.yaml those params need."""
     shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    (root / "params.yaml").write_text(yaml.safe_dump(merge(params, override), sort_keys=False))
+    write_params(root, merge(yaml.safe_load((REPO / "params.yaml").read_text()), override))
     return root
 
 
@@ -64,6 +76,8 @@ def build_finished_run(root: Path) -> Path:
     run_tool(root, "git", "config", "user.email", "ci@mlic.invalid")
     run_tool(root, "git", "config", "user.name", "mlic ci")
     run_tool(root, "dvc", "init", "-q")
+    # the Optuna studies are resume aids, not outputs: git (and so `dvc exp run`) leaves them alone
+    (root / ".gitignore").write_text("/data/processed/optuna.db\n/data/processed/tune.db\n/data/processed/tune-logs/\n")
     run_tool(root, "git", "add", "-A")
     run_tool(root, "git", "commit", "-q", "-m", "tiny run")
     run_tool(root, "dvc", "repro")

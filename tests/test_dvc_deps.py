@@ -1,4 +1,5 @@
-"""Exact DVC deps: dvc.yaml lists what each stage imports, and `dvc status` sees exactly the stages an edit touches.
+"""Exact DVC deps: dvc.yaml is generated for the params (stages they need, code deps from the imports, curve plots),
+and `dvc status` sees exactly the stages an edit touches.
 
 The status tests work on a copy of the finished tiny run (baseline and hourglass, 2 folds, a git + DVC project).
 """
@@ -12,35 +13,86 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO
-from finished_run import run_tool
+from finished_run import merge, run_tool
 
 from mlic import deps
-from mlic.pipeline import expected_code_deps, sync_code_deps
+from mlic.config import config_from_dict, load_config
+from mlic.errors import ConfigError
+from mlic.pipeline import check_stage_list, expected_code_deps, generate, pipeline_differences
 
 TRAIN = ["train@baseline-0", "train@baseline-1", "train@hourglass-0", "train@hourglass-1"]
 CODE = {"code@baseline", "code@hourglass"}  # they depend on the whole package: any edit makes them look again
-# they depend on every architecture module (the CAM model is found by name); without cam proposals they rewrite the
-# same marker, so nothing after them reruns
-CAM_MODEL = {"cam_model@0", "cam_model@1"}
+OPTIONAL = {"sample", "hog", "proposals", "cam_model", "teacher"}
 
 
-def test_dvc_yaml_code_deps_are_exactly_the_imports():
-    assert sync_code_deps(REPO / "dvc.yaml") == [], "run `mlic dvc-deps --write`"
+def generated(override: dict) -> dict:
+    """The dvc.yaml the generator writes for the repo's params.yaml merged with `override`, parsed."""
+    params = merge(yaml.safe_load((REPO / "params.yaml").read_text()), override)
+    return yaml.safe_load(generate(config_from_dict(params), REPO))
 
 
-def test_the_check_catches_a_missing_and_an_extra_dep(tmp_path):
+def test_dvc_yaml_is_what_the_generator_writes_for_params_yaml():
+    expected = generate(load_config(REPO / "params.yaml"), REPO)
+    assert pipeline_differences((REPO / "dvc.yaml").read_text(), expected) == [], "run `mlic pipeline --write`"
+
+
+def test_the_check_catches_a_missing_and_an_extra_dep():
     text = (REPO / "dvc.yaml").read_text()
     broken = text.replace("      - src/mlic/predict/thresholds.py\n", "", 1).replace(
         "      - src/mlic/stages/folds.py\n", "      - src/mlic/stages/folds.py\n      - src/mlic/models/baseline.py\n"
     )
     assert broken.count("src/mlic/models/baseline.py") == 1
-    (tmp_path / "dvc.yaml").write_text(broken)
-    shutil.copytree(REPO / "src", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    problems = sync_code_deps(tmp_path / "dvc.yaml")
+    problems = pipeline_differences(broken, text)
     assert any("missing ['src/mlic/predict/thresholds.py']" in p for p in problems)
     assert any(p.startswith("stage folds:") and "extra ['src/mlic/models/baseline.py']" in p for p in problems)
-    assert sync_code_deps(tmp_path / "dvc.yaml", write=True) and sync_code_deps(tmp_path / "dvc.yaml") == []
-    assert yaml.safe_load((tmp_path / "dvc.yaml").read_text()) == yaml.safe_load(text)  # repaired to the original
+    assert pipeline_differences(text.replace("  hog:", "  hog_gone:"), text) == []  # no hog stage in the repo's
+
+
+def test_the_embedded_sample_with_the_baseline_runs_neither_hog_nor_region_stages():
+    stages = generated({})["stages"]
+    assert "sample" in stages and not OPTIONAL - {"sample"} & set(stages)
+    train_deps = stages["train"]["deps"]
+    assert "${hog.out_dir}" not in train_deps and "${proposals.out_dir}" not in train_deps
+    assert stages["code"]["deps"] == ["src/mlic"]  # no feature folder to record
+
+
+def test_real_data_has_no_sample_stage():
+    stages = generated({"data": {"root": "data/raw/planet"}})["stages"]
+    assert "sample" not in stages and {"prepare", "train", "submit"} <= set(stages)
+    assert stages["prepare"]["deps"][0] == "${data.root}"
+
+
+def test_a_hog_model_brings_the_hog_stage_and_the_code_stage_records_it():
+    stages = generated({"train": {"models": ["baseline", "hog_linear"]}})["stages"]
+    assert "hog" in stages and not {"proposals", "teacher", "cam_model"} & set(stages)
+    assert stages["code"]["deps"][0] == "${hog.out_dir}"  # a train stage reads features through code@<model>
+    assert "${hog.out_dir}" not in stages["train"]["deps"]
+
+
+def test_region_models_bring_proposals_teacher_and_cam_stages():
+    stages = generated({"train": {"models": ["kd_wsd"]}})["stages"]
+    assert {"proposals", "teacher"} <= set(stages) and not {"hog", "cam_model"} & set(stages)
+    assert "${proposals.cam.run_dir}" not in stages["proposals"]["deps"]  # no cam_model stage to read
+    assert "${train.teacher_dir}/${item.model}/fold_${item.fold}" in stages["train"]["deps"]
+    stages = generated({"train": {"models": ["sca"]}, "proposals": {"method": "cam"}})["stages"]
+    assert {"proposals", "cam_model"} <= set(stages) and "teacher" not in stages
+    assert "${proposals.cam.run_dir}" in stages["proposals"]["deps"]
+
+
+def test_the_curves_are_plots_of_every_model_and_fold():
+    plots = generated({"train": {"models": ["baseline", "hourglass"], "folds": [0, 2]}})["plots"]
+    by_metric = {name: spec for plot in plots for name, spec in plot.items()}
+    assert set(by_metric) == {"train_loss", "lr", "val_f2", "val_map"}
+    files = by_metric["val_f2"]["y"]
+    assert len(files) == 4 and "data/processed/train/hourglass/fold_2/live/plots/metrics/val_f2.tsv" in files
+
+
+def test_a_stale_dvc_yaml_fails_with_the_fix(tmp_path):
+    (tmp_path / "dvc.yaml").write_text((REPO / "dvc.yaml").read_text())
+    params = merge(yaml.safe_load((REPO / "params.yaml").read_text()), {"train": {"models": ["hog_linear"]}})
+    with pytest.raises(ConfigError, match=r"(?s)no stage hog.*mlic pipeline --write"):
+        check_stage_list(config_from_dict(params), tmp_path / "dvc.yaml")
+    check_stage_list(load_config(REPO / "params.yaml"), tmp_path / "dvc.yaml")  # the repo's params: in date
 
 
 def test_a_stage_does_not_import_other_stages_or_architectures():
@@ -93,9 +145,9 @@ def test_adding_an_architecture_module_leaves_every_trained_model_clean(project)
     (project / "src/mlic/models/new_arch.py").write_text(NEW_ARCH)
     stale = changed(project)
     assert not stale & set(TRAIN), stale
-    assert stale <= CODE | CAM_MODEL  # they look at the package again, and find their architectures' code unchanged
+    assert stale <= CODE  # they look at the package again, and find their architectures' code unchanged
     log = run_tool(project, "dvc", "repro")
-    assert set(ran(log)) == CODE | CAM_MODEL, log
+    assert set(ran(log)) == CODE, log
     assert changed(project) == set()
 
 

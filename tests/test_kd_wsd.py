@@ -89,7 +89,7 @@ def test_a_teacher_from_another_fold_or_other_rows_is_refused():
 
 
 def test_the_dvc_train_stage_of_a_fold_depends_on_that_folds_teacher():
-    dvc = yaml.safe_load((Path(__file__).resolve().parents[1] / "dvc.yaml").read_text())["stages"]
+    dvc = yaml.safe_load((Path(__file__).resolve().parents[1] / "src/mlic/dvc_template.yaml").read_text())["stages"]
     teacher_out = dvc["teacher"]["outs"][0]
     assert teacher_out == "${train.teacher_dir}/${item.model}/fold_${item.fold}"
     assert teacher_out in dvc["train"]["deps"]

@@ -32,7 +32,7 @@ def test_no_other_module_spells_an_output_file_name():
 def test_fold_outputs_round_trip(tmp_path):
     live = tmp_path / "live"
     (live / "plots" / "metrics").mkdir(parents=True)
-    (live / "plots" / "metrics" / "train_loss.tsv").write_text("step\ttrain_loss\n0\t0.5\n1\t0.25\n")
+    (live / "plots" / "metrics" / "train_loss.tsv").write_text("step\ttrain_loss\n1\t0.5\n2\t0.25\n")
     rows, oof, test = np.array([3, 1]), np.random.default_rng(0).random((2, 4), dtype=np.float32), np.ones((5, 4))
     checkpoint = {"state_dict": {"w": torch.ones(2)}, "classes": ["a", "b", "c", "d"], "source_dims": {"image": 3}}
     summary, config = {"model": "m", "fold": 1, "best_epoch": 2}, {"train": {"epochs": 2}}
@@ -68,3 +68,13 @@ def test_folds_file_must_match_the_prepared_ids(tmp_path):
     assert layout.load_folds(tmp_path / "folds.csv", ["a", "b", "c"]).tolist() == [0, 1, 0]
     with pytest.raises(MlicError, match="does not match the prepared training ids"):
         layout.load_folds(tmp_path / "folds.csv", ["a", "c", "b"])
+
+
+def test_unlisted_train_outputs_are_dropped_folds_and_models_but_not_dvcs_gitignore(tmp_path):
+    cfg = config_from_dict({"train": {"models": ["baseline"], "folds": [0]}})
+    out = tmp_path / cfg.train.out_dir
+    for path in ("baseline/fold_0", "baseline/fold_1", "hourglass/fold_0"):
+        (out / path).mkdir(parents=True)
+    for gitignore in (out / ".gitignore", out / "baseline/.gitignore"):
+        gitignore.write_text("/fold_0\n")
+    assert layout.unlisted_train_outputs(cfg, tmp_path) == [out / "baseline/fold_1", out / "hourglass"]

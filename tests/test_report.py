@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from mlic.run import method_reports
+
 pytestmark = pytest.mark.slow
 
 
@@ -28,8 +30,11 @@ def test_report_numbers_are_the_runs(report: str, finished_run: Path):
     assert re.search(rf"\| sample F2 \(the Kaggle metric\) \|\s+{oof:.4f} \|\s+{base:.4f} \|", report)
     for model in ("baseline", "hourglass"):
         assert re.search(rf"^\| {model}\s+\|\s+0\s+\|", report, flags=re.M), f"fold 0 of {model} missing"
-    methods = json.loads((finished_run / "reports" / "thresholds.json").read_text())
-    assert metrics["threshold_method"] in methods
+    scores = json.loads((finished_run / "reports" / "thresholds.json").read_text())
+    methods = method_reports(scores)  # beside the headline scalars of `dvc exp show`
+    assert metrics["threshold_method"] in methods and set(scores) - set(methods) == {
+        "method", "oof_f2", "oof_f2_nested", "oof_map"
+    }  # fmt: skip
     for name, scores in methods.items():
         # the method's own row of the threshold table, marked if the submission uses it, with the run's F2s
         label = re.escape(name + (" (used)" if name == metrics["threshold_method"] else ""))

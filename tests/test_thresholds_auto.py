@@ -171,7 +171,12 @@ def test_thresholds_stage_writes_the_same_bytes_every_run(tmp_path, folds, capsy
     text = b"".join(outputs["first"].values()).decode()
     assert "seconds" not in text and "time" not in text
     scores, chosen = json.loads(outputs["first"][t.metrics_file]), json.loads(outputs["first"][t.out_file])
-    assert set(scores) == {"auto", "global", "optuna", "per_class_exact"}
+    headline = {"method", "oof_f2", "oof_f2_nested", "oof_map"}  # `dvc exp show`'s columns, beside each method's
+    assert set(scores) == {"auto", "global", "optuna", "per_class_exact"} | headline
+    assert scores["method"] == scores["auto"]["method"] == chosen["method"]
+    assert scores["oof_f2"] == scores["auto"]["in_sample"]["f2_samples"] == chosen["oof_fbeta"]
+    assert scores["oof_f2_nested"] == scores["auto"]["nested"]["f2_samples"] == chosen["nested_fbeta"]
+    assert scores["oof_map"] == scores["auto"]["in_sample"]["map"] and 0 < scores["oof_map"] <= 1
     assert set(scores["auto"]["candidates"]["optuna"]) == {"shrink_0", "shrink_10", "shrink_100", "shrink_1000"}
     assert (chosen["method"], chosen["shrink"]) == (scores["auto"]["method"], scores["auto"]["shrink"])
     assert chosen["reason"].startswith("auto chose ") and chosen["nested_fbeta"] is not None

@@ -4,7 +4,7 @@ Stages: sample, code --model M, prepare, hog, folds, cam-model --fold N, proposa
 train --model M --fold N [--resume], ensemble, thresholds, submit, evaluate.
 Multi-GPU: train.nproc_per_node: N in params.yaml, or torchrun --nproc_per_node N -m mlic.cli train --model M
 --fold K.
-Tools: check, validate-submission, score, download, kaggle-submit, predict, export-onnx, decode, dvc-deps.
+Tools: check, validate-submission, score, download, kaggle-submit, predict, export-onnx, decode, pipeline, tune.
 """
 
 from __future__ import annotations
@@ -124,12 +124,17 @@ def _decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="", help="cpu, cuda, cuda:N or auto (default: cpu)")
 
 
-def _deps_args(p: argparse.ArgumentParser) -> None:
+def _pipeline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--file", type=Path, default=Path("dvc.yaml"), help="pipeline file (default: %(default)s)")
-    p.add_argument("--write", action="store_true", help="rewrite the code deps instead of only reporting them")
+    p.add_argument("--write", action="store_true", help="rewrite it instead of only reporting what differs")
 
 
-# Tool name -> (function name in mlic.tools, help, arguments).
+def _tune_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trials", type=int, help="trials the study holds at the end, counting those it has (default: "
+                   "tune.trials)")  # fmt: skip
+
+
+# Tool name -> (function name in mlic.tools, help, arguments). A tool taking `params` gets the params file's path.
 TOOLS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = {
     "check": ("check", "scan a dataset and list every problem", _check_args),
     "validate-submission": ("validate_submission", "check a submission against the sample submission", _validate_args),
@@ -151,7 +156,16 @@ TOOLS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = {
         "write the label sets a sequence decoder (cnn_rnn) decodes, END rule and fitted stop rule, with OOF F-beta",
         _decode_args,
     ),
-    "dvc-deps": ("dvc_deps", "check (or --write) each stage's code deps in dvc.yaml against the imports", _deps_args),
+    "pipeline": (
+        "pipeline",
+        "check (or --write) dvc.yaml against what the params need: its stages, their code deps, the curve plots",
+        _pipeline_args,
+    ),
+    "tune": (
+        "tune",
+        "run (or resume) an Optuna study of tune.space, each trial a DVC experiment; apply the best to the workspace",
+        _tune_args,
+    ),
 }
 
 
@@ -176,9 +190,11 @@ def run(args: argparse.Namespace) -> int:
             extra["params"] = args.params
         module.main(load_config(args.params), **extra)
         return 0
-    tools = importlib.import_module("mlic.tools")
+    tool = getattr(importlib.import_module("mlic.tools"), TOOLS[args.command][0])
+    if "params" in inspect.signature(tool).parameters:  # a tool that works in the params file's project (tune)
+        extra["params"] = args.params
     cfg = load_config(args.params) if Path(args.params).is_file() else Config()
-    return getattr(tools, TOOLS[args.command][0])(cfg, **extra)
+    return tool(cfg, **extra)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,8 +6,11 @@ Unknown keys, missing keys and wrong types are errors that name the key. Cross-f
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
+import functools
+import re
 import types
 import typing
 from collections.abc import Sequence
@@ -383,6 +386,156 @@ class EvaluateConfig:
     out_dir: str = "reports"
 
 
+def _number(value: Any) -> float | None:
+    """A YAML number as a float (1e-3, a string in YAML 1.1, too), or None for anything else (booleans included)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return float(value) if isinstance(value, (int, float, str)) else None
+    except ValueError:
+        return None
+
+
+def _float_range(key: str, args: list, positive: bool) -> tuple[Any, ...]:
+    """[low, high] of floats with low < high (and 0 < low when `positive`)."""
+    low, high = (_number(a) for a in args) if len(args) == 2 else (None, None)
+    if low is None or high is None or not low < high or (positive and low <= 0):
+        invalid(key, f"needs [low, high] with {'0 < ' if positive else ''}low < high, got {args}",
+                fix="e.g. {log_uniform: [0.001, 0.01]} or {uniform: [0.0, 0.5]}")  # fmt: skip
+    return low, high
+
+
+def _int_range(key: str, args: list) -> tuple[Any, ...]:
+    """[low, high] of integers with low < high (both can be drawn)."""
+    if len(args) != 2 or any(type(a) is not int for a in args) or not args[0] < args[1]:
+        invalid(key, f"needs [low, high] of integers with low < high, got {args}", fix="e.g. {int: [1, 4]}")
+    return tuple(args)
+
+
+def _choices(key: str, args: list) -> tuple[Any, ...]:
+    """Distinct scalars (null, booleans, numbers, strings: what Optuna's categorical distribution takes)."""
+    scalar = all(a is None or isinstance(a, (bool, int, float, str)) for a in args)
+    if not args or not scalar or len({(type(a), a) for a in args}) != len(args):
+        invalid(key, f"needs a non-empty list of distinct scalars, got {args}", fix="e.g. {choice: [none, satellite]}")
+    return tuple(args)
+
+
+# `tune.space` distribution kinds: name -> check of its args (key, args) -> the args as stored. The args are also the
+# values a tuned key is checked with at load (a range's ends, every choice); mlic.experiments.tune samples each kind.
+DISTRIBUTIONS: dict[str, typing.Callable[[str, list], tuple[Any, ...]]] = {
+    "log_uniform": lambda key, args: _float_range(key, args, positive=True),
+    "uniform": lambda key, args: _float_range(key, args, positive=False),
+    "int": _int_range,
+    "choice": _choices,
+}
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """How `mlic tune` draws one params key, written `{kind: args}` in `tune.space` (see `DISTRIBUTIONS`).
+
+    log_uniform and uniform: [low, high] floats; int: [low, high], both included; choice: [a, b, ...] scalars.
+    """
+
+    kind: str
+    args: tuple[Any, ...]
+
+    def to_dict(self) -> dict[str, list[Any]]:
+        """As written in params.yaml."""
+        return {self.kind: list(self.args)}
+
+    def contains(self, value: Any) -> bool:
+        """Whether the distribution can draw `value` (a choice among its args, or within its range)."""
+        if self.kind == "choice":
+            return value in self.args
+        return isinstance(value, int | float) and self.args[0] <= value <= self.args[1]
+
+
+def distribution(key: str, value: Any) -> Distribution:
+    """A `tune.space` entry as a checked Distribution, or an error naming `key`."""
+    if not isinstance(value, dict) or len(value) != 1:
+        invalid(key, f"expected one {{kind: args}} mapping, got {value!r}", fix="e.g. {log_uniform: [0.001, 0.01]}")
+    ((kind, args),) = value.items()
+    if kind not in DISTRIBUTIONS:
+        close = difflib.get_close_matches(str(kind), list(DISTRIBUTIONS), n=1)
+        invalid(key, f"unknown distribution {kind!r}" + (f"; did you mean {close[0]!r}?" if close else ""),
+                fix=f"use one of: {', '.join(DISTRIBUTIONS)}")  # fmt: skip
+    if not isinstance(args, list):
+        invalid(key, f"{kind} takes a list, got {args!r}", fix="e.g. {choice: [a, b]} or {uniform: [0.0, 1.0]}")
+    return Distribution(kind, DISTRIBUTIONS[kind](key, args))
+
+
+def _default_space() -> dict[str, Distribution]:
+    return {"train.lr": Distribution("log_uniform", (1e-3, 1e-2)),
+            "train.augment": Distribution("choice", ("none", "satellite"))}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """`mlic tune`: an Optuna study over params keys, one DVC experiment per trial. No stage reads this section."""
+
+    trials: int = 20  # of the whole study: a resumed study counts the trials it has
+    study: str = "tune"  # Optuna study name; trial k runs as the DVC experiment <study>-<k>
+    storage: str = "data/processed/tune.db"  # SQLite; git-ignored, or `dvc exp run` takes it for an experiment file
+    seed: int = 0  # trial k's TPE sampler is seeded with seed + k
+    folds: tuple[int, ...] = (0,)  # train.folds of every trial
+    target: str = "thresholds"  # the stage `dvc exp run` reproduces: thresholds, or a stage after it
+    pruner: str = "median"  # registry (mlic.experiments.tune): none, median
+    prune_startup_trials: int = 5  # median: finished trials before any is pruned
+    prune_warmup_steps: int = 2  # median: epochs (counted over the trial's models and folds) before it may prune
+    poll_seconds: float = 5.0  # how often the running trial's validation curves are read
+    max_failures: int = 3  # the study stops after this many failed trials in a row
+    start_from_params: bool = True  # a new study's first trial is the params as they are (when the space holds them)
+    space: dict[str, Distribution] = field(default_factory=_default_space)  # dotted params key -> distribution
+
+    def __post_init__(self):
+        for name in ("trials", "max_failures"):
+            if getattr(self, name) < 1:
+                invalid(f"tune.{name}", f"must be >= 1, got {getattr(self, name)}")
+        for name in ("prune_startup_trials", "prune_warmup_steps"):
+            if getattr(self, name) < 0:
+                invalid(f"tune.{name}", f"must be >= 0, got {getattr(self, name)}")
+        if self.poll_seconds <= 0:
+            invalid("tune.poll_seconds", f"must be > 0, got {self.poll_seconds}")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", self.study):
+            invalid("tune.study", f"must be letters, digits, _ and -, got {self.study!r}", "it names the experiments")
+        if not self.folds or len(set(self.folds)) != len(self.folds):
+            invalid("tune.folds", f"must be a non-empty list of distinct fold ids, got {list(self.folds)}")
+        if not self.target or not self.storage:
+            invalid("tune.target", "tune.target and tune.storage must not be empty")
+
+
+def check_tuned_key(params: dict[str, Any], key: str, dist: Distribution) -> None:
+    """Fail unless `key` is a params key (a leaf of `params`, the resolved mapping) that takes each of `dist.args`.
+
+    Each value (a range's ends, every choice) is put in a copy of the key's section, which must still load: a float
+    range on an integer key, or `train.lr: {uniform: [0, 0.01]}`, fails here rather than in a trial. A `models`
+    entry's keys are its architecture's, checked by the `code` stage.
+    """
+    where = f"tune.space.{key}"
+    parts = key.split(".")
+    section, parents, leaf = parts[0], parts[1:-1], parts[-1]
+    if key == "train.folds" or section == "tune":
+        invalid(where, "cannot be tuned", fix="tune.folds sets the folds of every trial")
+    node = functools.reduce(lambda d, part: d.get(part) if isinstance(d, dict) else None, parts[:-1], params)
+    if len(parts) < 2 or not isinstance(node, dict) or leaf not in node or isinstance(node[leaf], dict):
+        invalid(where, "is not a key of params.yaml",
+                fix="tune keys written in params.yaml (train.lr, models.baseline.drop_rate); a loss knob must be in "
+                "its loss_options first, e.g. loss_options: {gamma_neg: 4}")  # fmt: skip
+    cls = typing.get_type_hints(Config)[section]
+    if not dataclasses.is_dataclass(cls):
+        return
+    data = copy.deepcopy(params[section])
+    target = functools.reduce(lambda d, part: d[part], parents, data)
+    for value in dist.args:
+        target[leaf] = value
+        try:
+            _build(cls, data, section)
+        except ConfigError as exc:
+            invalid(where, f"{dist.to_dict()} draws {value!r}, which params refuse: {exc.message}",
+                    fix=exc.fix or "narrow the distribution to values the key takes")  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole of params.yaml."""
@@ -399,11 +552,13 @@ class Config:
     thresholds: ThresholdsConfig = field(default_factory=ThresholdsConfig)
     submit: SubmitConfig = field(default_factory=SubmitConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
 
     def __post_init__(self):
-        bad = [f for f in self.train.folds if not 0 <= f < self.folds.n_splits]
-        if bad:
-            invalid("train.folds", f"fold ids {bad} are outside 0..{self.folds.n_splits - 1} (folds.n_splits)")
+        for key, folds in (("train.folds", self.train.folds), ("tune.folds", self.tune.folds)):
+            bad = [f for f in folds if not 0 <= f < self.folds.n_splits]
+            if bad:
+                invalid(key, f"fold ids {bad} are outside 0..{self.folds.n_splits - 1} (folds.n_splits)")
         for key in self.train.models:
             if key not in self.models:
                 close = difflib.get_close_matches(key, list(self.models), n=1)
@@ -412,6 +567,9 @@ class Config:
                     f"{key!r} is not an entry of `models`" + (f"; did you mean {close[0]!r}?" if close else ""),
                     f"known: {', '.join(self.models)}",
                 )
+        params = self.to_dict() if self.tune.space else {}
+        for key, dist in self.tune.space.items():
+            check_tuned_key(params, key, dist)
 
     def model(self, key: str) -> ModelEntry:
         """The `models` entry called `key`."""
@@ -435,6 +593,7 @@ class Config:
         """Plain nested dict, as in params.yaml (tuples become lists)."""
         plain = _plain(dataclasses.asdict(self))
         plain["models"] = {key: entry.to_dict() for key, entry in self.models.items()}
+        plain["tune"]["space"] = {key: dist.to_dict() for key, dist in self.tune.space.items()}
         return plain
 
     def narrowed(self, model: str, fold: int) -> Config:
@@ -443,7 +602,8 @@ class Config:
         Fold checkpoints carry it, so that they rebuild from their own file, and the resume fingerprint covers it.
         """
         train = dataclasses.replace(self.train, models=(model,), folds=(fold,))
-        return dataclasses.replace(self, models={model: self.model(model)}, train=train)
+        # no tune section: its space names keys of other models' entries, which this view no longer has
+        return dataclasses.replace(self, models={model: self.model(model)}, train=train, tune=TuneConfig())
 
 
 def _plain(value: Any) -> Any:
@@ -463,6 +623,8 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
         return _coerce(key, next(a for a in args if a is not type(None)), value)
     if hint is ModelEntry:  # a models entry nested in another (a distilled student's student and teacher)
         return model_entry(key, value)
+    if hint is Distribution:  # a tune.space entry
+        return distribution(key, value)
     if origin is dict:
         if not isinstance(value, dict):
             invalid(key, f"expected a mapping, got {value!r}")

@@ -8,7 +8,7 @@ package on the way. Imports by name at run time (`importlib`) are not followed, 
 reaches its stages and how an architecture is found from `models.<entry>.arch`, so a stage does not depend on
 every stage or every architecture.
 
-`dvc.yaml` lists each stage's closure (`mlic dvc-deps --write` writes the lists, `--check` compares them, and a
+`dvc.yaml` lists each stage's closure (`mlic pipeline --write` writes the lists, `mlic pipeline` compares them, and a
 test runs the check); a train stage adds its architecture's closure through the manifest of the `code` stage.
 """
 

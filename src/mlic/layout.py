@@ -316,7 +316,8 @@ def unlisted_train_outputs(cfg: Config, root: Path = Path(".")) -> list[Path]:
     models = {p.parent for p in listed}
     found = [p for p in out.iterdir() if p not in models] if out.is_dir() else []
     found += [p for m in models if m.is_dir() for p in m.iterdir() if p not in listed]
-    return sorted(found)
+    # DVC's own .gitignore files (written where git does not already ignore the outputs) keep the folds out of git
+    return sorted(p for p in found if p.name != ".gitignore")
 
 
 def load_fold_metrics(fold_dir: str | Path) -> dict:
@@ -336,7 +337,7 @@ def load_training_curves(fold_dir: str | Path) -> pd.DataFrame:
     if not frames:
         raise MlicError("no training curves", path=metrics_dir, fix="rerun that fold's train stage")
     curves = pd.concat(frames, axis=1).reset_index()
-    return curves.assign(step=curves["step"] + 1).rename(columns={"step": "epoch"})  # DVCLive steps count from 0
+    return curves.rename(columns={"step": "epoch"})  # mlic.train.fold logs each epoch as DVCLive step = its number
 
 
 def assemble_oof(folds: Sequence[FoldPredictions], n_rows: int) -> tuple[np.ndarray, np.ndarray]:

@@ -73,8 +73,11 @@ class Run:
         return read_json(self.path(self.cfg.thresholds.out_file))
 
     def threshold_reports(self) -> dict:
-        """In-sample, nested and per-fold scores of every threshold method compared (`thresholds.metrics_file`)."""
-        return read_json(self.path(self.cfg.thresholds.metrics_file))
+        """In-sample, nested and per-fold scores of every threshold method compared (`thresholds.metrics_file`).
+
+        One mapping per method; the file's headline scalars (`method`, `oof_f2`, ...) are left out.
+        """
+        return method_reports(read_json(self.path(self.cfg.thresholds.metrics_file)))
 
     def metrics(self) -> dict:
         """The `evaluate` stage's metrics (`<evaluate.out_dir>/metrics.json`)."""
@@ -88,6 +91,11 @@ class Run:
     def training_curves(self, model: str, fold: int) -> pd.DataFrame:
         """One row per epoch of one fold's training: the DVCLive metrics (train loss, validation F-beta, LR...)."""
         return load_training_curves(self.fold_dir(model, fold))
+
+
+def method_reports(scores: dict) -> dict:
+    """The per-method mappings of a `thresholds.metrics_file`, without its headline scalars (`dvc exp show`'s)."""
+    return {name: report for name, report in scores.items() if isinstance(report, dict)}
 
 
 def open_run(root: str | Path = ".", params: str = DEFAULT_PARAMS) -> Run:

@@ -1,7 +1,7 @@
 """The `mlic` tools that are not pipeline stages.
 
 They check a dataset, validate, score and upload (to Kaggle) submissions, download, predict new images with a
-finished run, and export a model to ONNX.
+finished run, export a model to ONNX, and tune params with DVC experiments.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 from mlic.config import Config
 from mlic.data.competitions import Competition, get_competition
 from mlic.errors import ConfigError, DataProblems, MlicError
+from mlic.io import write_text
 
 
 def _competition(cfg: Config, competition: str | None) -> Competition:
@@ -192,17 +193,30 @@ def _fold_id(fold: str, cfg: Config) -> int:
     return int(fold)
 
 
-def dvc_deps(cfg: Config, file: Path, write: bool) -> int:
-    """Report (exit 1) or, with --write, fix the stages of dvc.yaml whose code deps differ from their imports."""
-    from mlic.pipeline import sync_code_deps
+def pipeline(cfg: Config, file: Path, write: bool) -> int:
+    """Report (exit 1) or, with --write, rewrite a dvc.yaml that differs from what the params need (`mlic.pipeline`)."""
+    from mlic.pipeline import generate, pipeline_differences
 
-    if not file.is_file():
-        raise MlicError("pipeline file not found", path=file, fix="run from the project root, or pass --file")
-    problems = sync_code_deps(file, write)
+    if not file.is_file() and not write:
+        raise MlicError("pipeline file not found", path=file, fix="run from the project root, pass --file, or --write")
+    expected = generate(cfg, file.resolve().parent)
+    problems = pipeline_differences(file.read_text() if file.is_file() else "", expected)
     for line in problems:
         print(line)
     if problems and not write:
-        print(f"{file}: code deps differ from the imports; `mlic dvc-deps --write` rewrites them")
+        print(f"{file}: differs from what params.yaml needs; `mlic pipeline --write` rewrites it")
         return 1
-    print(f"{file}: {'rewrote ' + str(len(problems)) + ' stage(s)' if problems else 'code deps match the imports'}")
+    if problems:
+        write_text(file, expected)
+    print(f"{file}: {'rewritten' if problems else 'up to date with params.yaml and the imports'}")
+    return 0
+
+
+def tune(cfg: Config, params: str, trials: int | None) -> int:
+    """Run (or resume) the Optuna study of `tune`, each trial a DVC experiment, then apply the best to the workspace."""
+    from mlic.experiments.tune import tune as run_study
+
+    if not Path(params).is_file():
+        raise ConfigError("params file not found", path=params, fix="run from the project root, or pass --params")
+    run_study(cfg, Path(params), trials)
     return 0

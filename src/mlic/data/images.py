@@ -12,12 +12,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from mlic.config import PrepareConfig
 from mlic.errors import DataProblems, MlicError
 from mlic.features.stats import mean_std
 from mlic.io import atomic_path
+from mlic.progress import track
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 # Leading bytes of JPEG, PNG, BMP, TIFF (both byte orders) and GIF; WebP is RIFF....WEBP.
@@ -187,7 +187,7 @@ def build_image_cache(
         cache = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
         with ThreadPoolExecutor(max_workers=workers) as pool:
             images = pool.map(lambda path: file_views(path, size, crops, crop_scale, seed, max_pixels), paths)
-            for i, image in enumerate(tqdm(images, total=len(paths), desc=desc, unit="img", mininterval=1.0)):
+            for i, image in enumerate(track(images, desc, len(paths), unit="img", mininterval=1.0)):
                 cache[i] = image
         cache.flush()
         del cache
@@ -225,7 +225,7 @@ def scan_images(
     """Problems of many images (see `image_problem`), checked in parallel threads: {row index: problem}."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = pool.map(lambda p: image_problem(p, decode, max_pixels), paths)
-        found = tqdm(results, total=len(paths), desc=desc, unit="img", mininterval=1.0, disable=len(paths) < 1000)
+        found = track(results, desc, len(paths), unit="img", mininterval=1.0, disable=len(paths) < 1000)
         return {i: problem for i, problem in enumerate(found) if problem}
 
 

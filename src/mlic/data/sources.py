@@ -62,6 +62,10 @@ class Source:
         follow_view: For a source of coordinates on the image (boxes): (view, batch, image side) -> the batch moved
             as the view moves the image; None for the others.
         params: The params sections it is made from, recorded in the run config of a model reading it.
+        stage: The DVC stage writing it, which the pipeline keeps only when a listed model reads it (None: always
+            there, as `prepare`).
+        output: That stage's output folder, from the config: the `code` stage records its digest for each model
+            reading it, which is how a train stage depends on exactly the features its model reads.
     """
 
     name: str
@@ -74,6 +78,8 @@ class Source:
     spatial: bool = False
     follow_view: Callable[[Callable, torch.Tensor, int], torch.Tensor] | None = None
     params: tuple[str, ...] = ()
+    stage: str | None = None
+    output: Callable[[Config], str] | None = None
 
 
 SOURCES: Registry[Source] = Registry("batch source", "a task's sources")
@@ -143,6 +149,8 @@ SOURCES.register("hog")(
         example=lambda batch, cfg, stats: torch.randn(
             batch, stats["mean"].numel(), generator=torch.Generator().manual_seed(0)
         ),
+        stage="hog",
+        output=lambda cfg: cfg.hog.out_dir,
     )
 )
 
@@ -196,6 +204,8 @@ SOURCES.register("boxes")(
         example=_example_boxes,
         follow_view=view_boxes,
         params=("proposals",),
+        stage="proposals",
+        output=lambda cfg: cfg.proposals.out_dir,
     )
 )
 

@@ -31,9 +31,9 @@ from functools import lru_cache
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from mlic.config import HogConfig
+from mlic.progress import track
 
 HOG_TOLERANCE = 1e-6
 """Max abs difference from skimage.feature.hog that the tests enforce (the float32 cast alone gives ~3e-8)."""
@@ -341,7 +341,7 @@ def extract_hog(
     starts = range(0, len(images), max(1, batch_size))
     with (
         ThreadPoolExecutor(max_workers=max(1, workers)) as pool,
-        tqdm(total=len(images), desc=desc, unit="img", mininterval=1.0, disable=len(images) < 1000) as bar,
+        track(total=len(images), desc=desc, unit="img", mininterval=1.0, disable=len(images) < 1000) as bar,
     ):
         for done in pool.map(run, starts):
             bar.update(done)

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from mlic.config import ProposalsConfig
 from mlic.errors import MlicError
 from mlic.features.proposals import PROPOSALS, cam_boxes, top_boxes, windows
 from mlic.layout import TEST_BOXES, TRAIN_BOXES
+from mlic.progress import track
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def proposals_of_views(views: np.ndarray, cfg: ProposalsConfig, desc: str | None
 
     with ThreadPoolExecutor(cfg.num_workers) as pool:
         jobs = pool.map(one, range(n * n_views))
-        boxes = list(tqdm(jobs, total=n * n_views, desc=desc, disable=desc is None, mininterval=2.0))
+        boxes = list(track(jobs, desc, n * n_views, unit="view", disable=desc is None, mininterval=2.0))
     return (
         np.stack(boxes).reshape(n, n_views, cfg.max_boxes, 5)
         if boxes

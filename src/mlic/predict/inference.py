@@ -19,7 +19,6 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from mlic.config import Config, PrepareConfig, config_from_dict, select_sections
 from mlic.data.images import MAX_PIXELS, file_views, readable_images
@@ -32,6 +31,7 @@ from mlic.models.registry import ModelDims, resolve_model
 from mlic.predict.ensemble import ENSEMBLES
 from mlic.predict.thresholds import binarize, load_thresholds
 from mlic.predict.tta import predict_loader, tta_views
+from mlic.progress import track
 from mlic.run import Run
 from mlic.tasks.base import Task
 from mlic.train.batches import CachedSamples, expand_views
@@ -240,7 +240,7 @@ def predict_files(
         skipped = list(checked)
     kept: list[Path] = []
     probs: list[np.ndarray] = []
-    with tqdm(total=len(paths), desc="predict", unit="img", mininterval=1.0) as bar:
+    with track(total=len(paths), desc="predict", unit="img", mininterval=1.0) as bar:
         for batch_paths, decoded in _decoded_batches(paths, predictor.prepare, batch_size, workers):
             failed = [d for d in decoded if isinstance(d, MlicError)]
             if failed and not skip_unreadable:

@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from mlic.config import ThresholdsConfig, invalid
 from mlic.errors import MlicError
 from mlic.metrics import confusion_counts, fbeta_from_counts, fbeta_per_row, fbeta_samples, summary_metrics
 from mlic.predict.thresholds import best_global_threshold, binarize
+from mlic.progress import track
 from mlic.registry import Registry
 
 ThresholdFitter = Callable[[np.ndarray, np.ndarray, ThresholdsConfig], np.ndarray]
@@ -93,7 +93,7 @@ def fit_per_class_exact(probs: np.ndarray, labels: np.ndarray, cfg: ThresholdsCo
     counts = confusion_counts(truth_t, pred_t, axis=0)  # class-major: axis 0 sums over classes, per row
     for n in range(cfg.max_passes):
         rise = 0.0
-        classes = tqdm(range(len(probs_t)), f"thresholds pass {n + 1}", leave=False, disable=len(probs_t) < 100)
+        classes = track(range(len(probs_t)), f"thresholds pass {n + 1}", leave=False, disable=len(probs_t) < 100)
         for c in classes:
             t, gain = best_cut(probs_t[c], truth_t[c], pred_t[c], counts, orders[c], cfg.beta)
             if gain > 1e-12:
@@ -152,7 +152,7 @@ def fit_optuna(probs: np.ndarray, labels: np.ndarray, cfg: ThresholdsConfig) -> 
         return fbeta_samples(labels, binarize(probs, thresholds, cfg.min_labels, cfg.max_labels), cfg.beta)
 
     remaining = range(len(done), cfg.optuna_trials)
-    for k in tqdm(remaining, "optuna trials", leave=False, disable=len(remaining) <= 50):
+    for k in track(remaining, "optuna trials", leave=False, disable=len(remaining) <= 50):
         study.sampler = optuna.samplers.TPESampler(seed=cfg.seed + k)  # trial k: the same, resumed or not
         study.optimize(objective, n_trials=1)
     best = max(_complete_trials(study)[: cfg.optuna_trials], key=lambda trial: trial.value)  # ties: the earliest

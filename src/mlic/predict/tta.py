@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from mlic.data.sources import SOURCES
+from mlic.progress import track
 from mlic.registry import Registry
 from mlic.tasks.base import Task
 from mlic.train.runtime import Runtime
@@ -101,7 +101,7 @@ def predict_loader(
     net.to(rt.device).eval()
     views = task_views(task, views)
     out = []
-    for batch in tqdm(loader, desc="predict", leave=False, mininterval=2.0, disable=not progress):
+    for batch in track(loader, "predict", leave=False, mininterval=2.0, disable=not progress):
         x = rt.inputs(batch)
         with rt.autocast():
             scores = predict_views(task, net, x, views)

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import cv2
 import pandas as pd
-from tqdm import tqdm
 
 from mlic.config import Config, SampleConfig
 from mlic.data.synthetic import ImetSpec, imet_image_id, imet_spec, make_chip, make_imet_image
 from mlic.io import atomic_path
+from mlic.progress import track
 from mlic.registry import Registry
 
 # sample.competition -> writer(config, output folder) returning a one-line summary of what it wrote.
@@ -48,7 +48,7 @@ def write_split(cfg: SampleConfig, out: Path, split: str, first: int, count: int
     work = partial(write_chip, seed=cfg.seed, size=cfg.image_size, quality=cfg.jpeg_quality)
     with ProcessPoolExecutor(max_workers=cfg.num_workers) as pool:
         chips = pool.map(work, jobs, chunksize=64)
-        tags = list(tqdm(chips, total=count, desc=f"sample {split}", unit="chip", mininterval=1.0))
+        tags = list(track(chips, f"sample {split}", count, unit="chip", mininterval=1.0))
     return ids, tags
 
 
@@ -91,7 +91,7 @@ def write_imet_split(
     work = partial(write_imet_image, spec=spec, seed=s.seed, min_side=s.imet.min_side, max_side=s.imet.max_side)
     with ProcessPoolExecutor(max_workers=s.num_workers) as pool:
         images = pool.map(work, jobs, chunksize=64)
-        labels = list(tqdm(images, total=count, desc=f"sample {split}", unit="image", mininterval=1.0))
+        labels = list(track(images, f"sample {split}", count, unit="image", mininterval=1.0))
     rows = sorted(zip(ids, labels, strict=True))
     return [r[0] for r in rows], [r[1] for r in rows]
 

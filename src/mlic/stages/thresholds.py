@@ -13,11 +13,29 @@ import numpy as np
 from mlic.config import Config
 from mlic.io import write_json
 from mlic.layout import load_ensemble, load_prepared
+from mlic.metrics import mean_average_precision
 from mlic.predict.threshold_fitting import AUTO, ThresholdFit, fit_and_compare
 
 
+def headline(fit: ThresholdFit, oof_map: float, beta: float) -> dict:
+    """The scalar keys of `thresholds.metrics_file`, `dvc exp show`'s columns: the submission's method and scores.
+
+    `method` is the fitting method behind the submission's thresholds (with `auto`, the one it chose);
+    `oof_f<beta>` and `oof_f<beta>_nested` are its in-sample and nested sample F-beta (the nested one is None when
+    there are too few rows to nest, and is what `mlic tune` maximises); `oof_map` is the OOF probabilities' mAP.
+    """
+    key, chosen = f"f{beta:g}_samples", fit.reports[fit.used]
+    nested = chosen.nested.get(key)
+    return {
+        "method": fit.method,
+        f"oof_f{beta:g}": round(float(chosen.in_sample[key]), 6),
+        f"oof_f{beta:g}_nested": None if nested is None else round(float(nested), 6),
+        "oof_map": round(oof_map, 6) if np.isfinite(oof_map) else None,
+    }
+
+
 def scores_file(fit: ThresholdFit, margin_se: float) -> dict:
-    """`thresholds.metrics_file`: each method's in-sample, nested and per-part scores; auto's candidates."""
+    """`thresholds.metrics_file`'s per-method part: each method's in-sample, nested and per-part scores; auto's."""
     scores = {m: {"in_sample": r.in_sample, "nested": r.nested, "folds": r.per_fold} for m, r in fit.reports.items()}
     if fit.auto is not None:
         a = fit.auto
@@ -28,13 +46,17 @@ def scores_file(fit: ThresholdFit, margin_se: float) -> dict:
 
 
 def main(cfg: Config) -> None:
-    """Write `thresholds.out_file` (the chosen method's thresholds) and `thresholds.metrics_file` (all methods)."""
+    """Write `thresholds.out_file` (the chosen method's thresholds) and `thresholds.metrics_file`.
+
+    The metrics file holds the headline scalars (`headline`) beside one mapping per method (`scores_file`).
+    """
     prep = load_prepared(cfg.prepare.out_dir)
     ens = load_ensemble(cfg.ensemble.out_dir)
     labels, t = prep.labels[ens.rows], cfg.thresholds
     fit = fit_and_compare(ens.oof, labels, ens.folds, t)
     key, chosen = f"f{t.beta:g}_samples", fit.reports[fit.used]
-    write_json(t.metrics_file, scores_file(fit, t.auto_margin_se))
+    oof_map = mean_average_precision(labels, ens.oof)
+    write_json(t.metrics_file, headline(fit, oof_map, t.beta) | scores_file(fit, t.auto_margin_se))
     write_json(
         t.out_file,
         {

@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import random
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -27,12 +28,12 @@ from timm.optim import param_groups_weight_decay
 from timm.utils import ModelEmaV3
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from mlic.config import TrainConfig
 from mlic.errors import MlicError
 from mlic.io import atomic_path
 from mlic.layout import load_tensors
+from mlic.progress import track
 from mlic.registry import Registry
 from mlic.tasks.base import Phase, Task, phase_at
 from mlic.train.distributed import SINGLE_PROCESS, DistContext, broadcast_flag
@@ -106,6 +107,9 @@ class Engine:
     phases: list[Phase]
     state: TrainState = field(default_factory=TrainState)
     best_weights: dict[str, torch.Tensor] | None = None
+    # Wall-clock seconds of the last epoch (training and validation), for the epoch's log line only: kept out of
+    # the record and the state, so DVCLive, the checkpoint and every tracked output stay identical run to run
+    epoch_seconds: float = 0.0
 
     @property
     def eval_model(self) -> nn.Module:
@@ -214,7 +218,9 @@ def run_epoch(engine: Engine, loader: DataLoader, task: Task, cfg: TrainConfig, 
     sums: dict[str, float] = defaultdict(float)
     count, n, lr = 0, len(loader), float("nan")
     label = f" {phase.name}" if len(engine.phases) > 1 else ""
-    bar = tqdm(loader, desc=f"epoch {engine.state.epoch + 1}/{cfg.epochs}{label}", leave=False, mininterval=2.0)
+    # A bar on a terminal only: off it the per-epoch line (fit's on_epoch) is the whole log, so no periodic lines
+    desc = f"epoch {engine.state.epoch + 1}/{cfg.epochs}{label}"
+    bar = track(loader, desc, leave=False, mininterval=2.0, interval=None)
     for i, batch in enumerate(bar):
         start = i - i % cfg.accumulate_steps
         group = min(cfg.accumulate_steps, n - start)  # the last group of an epoch may be shorter
@@ -267,19 +273,22 @@ def fit(
 ) -> list[dict[str, float]]:
     """Train from `engine.state.epoch` to `cfg.epochs` (or early stop); returns the per-epoch history.
 
-    After each epoch, rank 0 validates `engine.eval_model`, and `on_epoch(engine, record)` runs (log, checkpoint).
+    After each epoch, rank 0 validates `engine.eval_model`, and `on_epoch(engine, record)` runs (log, checkpoint);
+    `engine.epoch_seconds` then holds the epoch's wall-clock time, training and validation.
     With `early_stopping_patience`, training stops after that many epochs without a better validation score, counted
     in the last phase only (earlier phases train parts of the model and are not judged), and the best epoch's
     weights are loaded into `engine.eval_model` at the end.
     """
     patience, last_phase = cfg.early_stopping_patience, len(engine.phases) - 1
     for epoch in range(engine.state.epoch, cfg.epochs):
+        started = time.perf_counter()
         seed_epoch(loader, cfg.seed, epoch, ctx.rank)
         record = {"epoch": epoch + 1, **run_epoch(engine, loader, task, cfg, rt)}
         score = None
         if validate is not None and ctx.is_main:
             score, metrics = validate(engine.eval_model)
             record.update(metrics)
+        engine.epoch_seconds = time.perf_counter() - started  # beside the record, never in it
         if engine.state.record(record, score) and patience:
             engine.best_weights = {k: v.detach().cpu().clone() for k, v in engine.eval_model.state_dict().items()}
         judged = phase_at(engine.phases, epoch) == last_phase

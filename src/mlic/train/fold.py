@@ -36,7 +36,8 @@ from mlic.metrics import mean_average_precision
 from mlic.models.registry import ModelDims, ResolvedModel, resolve_model
 from mlic.predict.thresholds import best_global_threshold
 from mlic.predict.tta import predict_loader, tta_views
-from mlic.tasks.base import FoldRun, Task, check_phases
+from mlic.progress import shows_bar
+from mlic.tasks.base import FoldRun, Task, check_phases, phase_at
 from mlic.train.augment import create_augmentation
 from mlic.train.batches import CachedSamples, expand_views, seed_worker
 from mlic.train.distributed import DistContext, barrier, init_distributed, shutdown, wrap_model
@@ -102,7 +103,8 @@ def make_validate(cfg: Config, data: FoldData, val: DataLoader, rt: Runtime, tas
     labels, beta = data.prep.labels[data.val_rows], cfg.thresholds.beta
 
     def validate(model: torch.nn.Module) -> tuple[float, dict[str, float]]:
-        probs = predict_loader(task, model, val, rt, tta_views("none"), data.n_views)
+        # A bar on a terminal only: off it, the epoch's line is its log (no progress lines mid-epoch)
+        probs = predict_loader(task, model, val, rt, tta_views("none"), data.n_views, progress=shows_bar())
         threshold, score = best_global_threshold(probs, labels, beta, min_labels=0, step=0.05)
         average_precision = mean_average_precision(labels, probs)
         return score, {f"val_f{beta:g}": score, "val_threshold": threshold, "val_map": average_precision}
@@ -163,24 +165,61 @@ def start_live(live_dir: Path, history: list[dict[str, float]]) -> Live:
 
 
 def log_record(live: Live, record: dict[str, float]) -> None:
-    """One epoch's metrics as one DVCLive step."""
+    """One epoch's metrics as one DVCLive step, numbered by the epoch (1, 2, ...: the curves' x, not DVCLive's 0)."""
+    live.step = int(record["epoch"])
     for key, value in record.items():
         if key != "epoch":
             live.log_metric(key, value)
     live.next_step()
 
 
-def epoch_callback(live: Live | None, checkpoint: Path, run_hash: str):
-    """After each epoch on rank 0: log the record to DVCLive and write the resume checkpoint."""
+def epoch_callback(live: Live | None, checkpoint: Path, run_hash: str, epochs: int):
+    """After each epoch on rank 0: log the record to DVCLive, write the resume checkpoint, print the epoch's line."""
 
     def on_epoch(engine: Engine, record: dict[str, float]) -> None:
         if live is None:
             return
         log_record(live, record)
         save_checkpoint(engine, checkpoint, run_hash)
-        print(" ".join(f"{k} {v:.4g}" for k, v in record.items()), flush=True)
+        print_epoch(engine, record, epochs)
 
     return on_epoch
+
+
+def print_epoch(engine: Engine, record: dict[str, float], epochs: int) -> None:
+    """Print the epoch's one log line (`epoch_line`), naming its phase when the task has several."""
+    phase = engine.phases[phase_at(engine.phases, int(record["epoch"]) - 1)].name if len(engine.phases) > 1 else None
+    print(epoch_line(record, epochs, engine.epoch_seconds, phase), flush=True)
+
+
+# Logged to DVCLive but left off the epoch line, which keeps to the loss and the scores
+QUIET_KEYS = ("epoch", "val_threshold")
+
+
+def epoch_line(record: dict[str, float], epochs: int, seconds: float, phase: str | None = None) -> str:
+    """One epoch as one log line, e.g. `epoch 3/10 loss 0.2345 lr 1.20e-03 val_f2 0.8123 val_map 0.5012 12.3 s`.
+
+    Args:
+        record: The epoch's record: `epoch`, `train_loss`, `train_loss_<part>`, `lr`, then validation metrics.
+        epochs: The run's total epochs (`train.epochs`).
+        seconds: The epoch's wall-clock time, which is printed here and recorded nowhere.
+        phase: The phase's name, for a task with several phases.
+
+    Returns:
+        The line: the loss parts in brackets after the loss, then `lr` and every validation metric in the record's
+        order (but `val_threshold`), then the seconds.
+    """
+    head = f"epoch {int(record['epoch'])}/{epochs}" + (f" {phase}" if phase else "")
+    parts = {k.removeprefix("train_loss_"): v for k, v in record.items() if k.startswith("train_loss_")}
+    loss = f"loss {record.get('train_loss', float('nan')):.4f}"  # absent only after an epoch of no batches
+    if parts:
+        loss += " (" + " ".join(f"{name} {value:.4f}" for name, value in parts.items()) + ")"
+    metrics = [
+        f"{key} {value:.2e}" if key == "lr" else f"{key} {value:.4f}"
+        for key, value in record.items()
+        if key not in QUIET_KEYS and not key.startswith("train_loss")
+    ]
+    return " ".join([head, loss, *metrics, f"{seconds:.1f} s"])
 
 
 def fold_summary(model: str, fold: int, engine: Engine, labels: np.ndarray, oof: np.ndarray, beta: float) -> dict:
@@ -219,7 +258,7 @@ def train_fold(cfg: Config, model: str, fold: int, resume: bool, ctx: DistContex
     live = start_live(ckpt_dir / LIVE_DIR, engine.state.history) if ctx.is_main else None
     task.bind(FoldRun(cfg, model, fold, data.train_rows, rt.device))
     task.setup(data.prep.labels[data.train_rows])
-    on_epoch = epoch_callback(live, ckpt_dir / RESUME_FILE, run_hash)
+    on_epoch = epoch_callback(live, ckpt_dir / RESUME_FILE, run_hash, cfg.train.epochs)
     fit(engine, train, task, cfg.train, rt, make_validate(cfg, data, val, rt, task), on_epoch, ctx)
     if live is None:
         return None
