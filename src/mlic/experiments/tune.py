@@ -457,6 +457,13 @@ def open_study(project: Project) -> Any:
                                pruner=pruner)  # fmt: skip
 
 
+def held_trials(study: Any) -> int:
+    """Trials the study has run or is running (not an enqueued one waiting for its turn)."""
+    import optuna
+
+    return len([t for t in study.get_trials(deepcopy=False) if t.state != optuna.trial.TrialState.WAITING])
+
+
 def current_values(cfg: Config) -> dict[str, Any] | None:
     """The params' own values of the tuned keys; None when the space cannot draw one of them."""
     data = cfg.to_dict()
@@ -540,7 +547,7 @@ def run_study(project: Project, study: Any, trials: int) -> None:
     import optuna
 
     tune, failed = project.cfg.tune, 0
-    for k in range(len(study.get_trials(deepcopy=False)), trials):
+    for k in range(held_trials(study), trials):
         study.sampler = optuna.samplers.TPESampler(seed=tune.seed + k)  # trial k: the same, resumed or not
         failed = failed + 1 if run_one(project, study).state == optuna.trial.TrialState.FAIL else 0
         if failed >= tune.max_failures:
@@ -602,7 +609,7 @@ def tune(cfg: Config, params_file: Path, trials: int | None = None) -> None:
     study = open_study(project)
     fail_stale(study)
     enqueue_current(study, cfg)
-    held = len(study.get_trials(deepcopy=False))
+    held = held_trials(study)
     print(f"tune: study {cfg.tune.study!r} holds {held} trial(s); running {max(0, total - held)} more, each "
           f"`dvc exp run {cfg.tune.target}` on train.folds {list(cfg.tune.folds)}", flush=True)  # fmt: skip
     try:
