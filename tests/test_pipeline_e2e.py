@@ -53,12 +53,17 @@ def first_repro(tmp_path_factory) -> tuple[Path, str]:
 
 
 @pytest.fixture(scope="module")
-def with_hog_linear(first_repro, tmp_path_factory) -> Path:
-    """The tiny project with a second model, hog_linear, added and reproduced."""
+def hog_linear_added(first_repro, tmp_path_factory) -> tuple[Path, str]:
+    """The tiny project with a second model, hog_linear, added and reproduced, and that run's log."""
     root = _copy(first_repro[0], tmp_path_factory.mktemp("two_models"))
     edit_params(root, {"train": {"models": ["baseline", "hog_linear"]}})
-    _dvc(root, "repro")
-    return root
+    return root, _dvc(root, "repro")
+
+
+@pytest.fixture(scope="module")
+def with_hog_linear(hog_linear_added) -> Path:
+    """The two-model project. Tests read it; editing tests copy it."""
+    return hog_linear_added[0]
 
 
 def test_repro_writes_a_valid_submission_and_metrics(first_repro):
@@ -109,27 +114,19 @@ def test_second_repro_does_nothing(first_repro, tmp_path):
 def test_changing_epochs_reruns_only_train_and_after(first_repro, tmp_path):
     project = _copy(first_repro[0], tmp_path)
     edit_params(project, {"train": {"epochs": 1, "warmup_epochs": 0.5}})
-    ran = _stages_run(_dvc(project, "repro"))
-    assert ran[:2] == TRAIN_STAGES
-    assert set(ran) <= {*TRAIN_STAGES, *AFTER_TRAIN}
-    assert "thresholds" in ran
+    # what would run now (the stages after train rerun only if train writes other bytes, which DVC decides then)
+    assert sorted(_stages_run(_dvc(project, "repro", "--dry"))) == TRAIN_STAGES
 
 
-def test_adding_a_model_adds_its_stages_and_reruns_no_other_model(first_repro, tmp_path):
-    project = _copy(first_repro[0], tmp_path)
-    edit_params(project, {"train": {"models": ["baseline", "hog_linear"]}})
-    ran = _stages_run(_dvc(project, "repro"))
+def test_adding_a_model_adds_its_stages_and_reruns_no_other_model(hog_linear_added):
+    project, log = hog_linear_added
     # hog now runs; code@baseline looks at the new feature folder, finds that its model does not read it and writes
-    # the same record, so the baseline's training does not rerun
-    assert sorted(ran) == sorted(["hog", "code@baseline", *HOG_LINEAR, *AFTER_TRAIN])
+    # the same record, so the baseline's training does not rerun (nor any other stage of the baseline's)
+    assert sorted(_stages_run(log)) == sorted(["hog", "code@baseline", *HOG_LINEAR, *AFTER_TRAIN])
     baseline_record = yaml.safe_load((project / "data/interim/code/baseline.json").read_text())
     assert "features" not in baseline_record
     record = yaml.safe_load((project / "data/interim/code/hog_linear.json").read_text())
     assert list(record["features"]) == ["hog"]
-    edit_params(project, {"models": {"hog_linear": {"drop_rate": 0.1}}})  # one model's knob: only its stages
-    ran = _stages_run(_dvc(project, "repro"))
-    assert sorted(ran[:3]) == sorted(HOG_LINEAR)
-    assert not set(ran) & {*TRAIN_STAGES, "code@baseline"}
     metrics = yaml.safe_load((project / "reports" / "metrics.json").read_text())
     assert set(metrics["models"]) == {"baseline", "hog_linear"}
 
