@@ -279,3 +279,13 @@ def _experiment_metrics(rows: list[dict]) -> dict[str, dict]:
                 metrics = ((rev.get("data") or {}).get("metrics") or {}).get("reports/thresholds.json", {})
                 found[rev["name"]] = metrics.get("data", {})
     return found
+
+
+def test_git_keeps_the_metrics_files_that_dvc_exp_show_reads():
+    """`dvc exp show` reads an experiment's metrics from its git commit: the repo must not ignore them."""
+    dvc = yaml.safe_load((REPO / "src/mlic/dvc_template.yaml").read_text())["stages"]
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    files = [params["thresholds"]["metrics_file"], f"{params['evaluate']['out_dir']}/metrics.json"]
+    assert dvc["thresholds"]["metrics"] and dvc["evaluate"]["metrics"]
+    ignored = subprocess.run(["git", "check-ignore", *files], cwd=REPO, capture_output=True, text=True).stdout.split()
+    assert ignored == [], f"{ignored} are git-ignored, so experiments would show no metrics"

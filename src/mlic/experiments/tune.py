@@ -565,13 +565,26 @@ def trials_table(study: Any) -> str:
     return "\n".join("  ".join([*(row[i].ljust(widths[i]) for i in range(3)), row[3]]) for row in rows)
 
 
-def run_checked(command: list[str], cwd: Path) -> str:
-    """Run a command in the project; its output, or an error with its last lines."""
-    result = subprocess.run(command, cwd=cwd, env=tool_env(), capture_output=True, text=True)
-    if result.returncode != 0:
-        tail = "\n".join((result.stdout + result.stderr).splitlines()[-LOG_TAIL_LINES:])
-        raise MlicError(f"`{' '.join(command[-3:])}` failed (exit status {result.returncode}):\n{tail}")
-    return result.stdout
+def apply_experiment(project: Project, name: str, values: dict[str, Any]) -> None:
+    """`dvc exp apply name`; a checkout that misses outputs the trials never made is a warning, not a failure.
+
+    The trials reproduce `tune.target` only, so the outputs of the stages after it (submit, evaluate) are those of
+    the commit the study started from; when DVC's cache lacks them (a fresh clone), `dvc exp apply` writes the params
+    and dvc.lock, then fails their checkout. The experiment is applied all the same, and `dvc repro` makes them.
+    """
+    command = [*project.dvc, "exp", "apply", name]
+    result = subprocess.run(command, cwd=project.root, env=tool_env(), capture_output=True, text=True)
+    if result.returncode == 0:
+        return
+    tail = "\n".join((result.stdout + result.stderr).splitlines()[-LOG_TAIL_LINES:])
+    data = yaml.safe_load(project.params_file.read_text()) or {}
+    held = {key: functools.reduce(lambda node, part: (node or {}).get(part), key.split("."), data) for key in values}
+    if held != values:
+        raise MlicError(f"`dvc exp apply {name}` failed (exit status {result.returncode}):\n{tail}",
+                        fix=f"apply it by hand: dvc exp apply {name}")  # fmt: skip
+    print(f"tune: dvc exp apply {name} set the params and dvc.lock, but could not check out every output "
+          f"(outputs of stages after {project.cfg.tune.target} missing from DVC's cache); `dvc repro` makes them",
+          flush=True)  # fmt: skip
 
 
 def apply_best(project: Project, study: Any) -> Any:
@@ -583,7 +596,7 @@ def apply_best(project: Project, study: Any) -> Any:
         raise MlicError("no trial of the study completed, so there is nothing to apply", path=project.log_dir,
                         fix="see the failed trials above and their logs")  # fmt: skip
     best = study.best_trial
-    run_checked([*project.dvc, "exp", "apply", best.user_attrs["experiment"]], project.root)
+    apply_experiment(project, best.user_attrs["experiment"], best.params)
     folds = list(project.cfg.train.folds)
     if folds != list(project.cfg.tune.folds):
         apply_overrides(str(project.params_file), [f"train.folds={hydra_value(folds)}"])
