@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-import functools
 import re
 import types
 import typing
@@ -505,6 +504,28 @@ class TuneConfig:
             invalid("tune.target", "tune.target and tune.storage must not be empty")
 
 
+_ABSENT = object()
+
+
+def param_at(data: Any, key: str, default: Any = _ABSENT) -> Any:
+    """The value at a dotted key ("train.lr") of a nested params mapping.
+
+    Returns:
+        The value; `default` when a part of the key is absent (or its parent is no mapping), if one is given.
+
+    Raises:
+        KeyError: The key is absent and no default is given.
+    """
+    node = data
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            if default is _ABSENT:
+                raise KeyError(key)
+            return default
+        node = node[part]
+    return node
+
+
 def check_tuned_key(params: dict[str, Any], key: str, dist: Distribution) -> None:
     """Fail unless `key` is a params key (a leaf of `params`, the resolved mapping) that takes each of `dist.args`.
 
@@ -517,7 +538,7 @@ def check_tuned_key(params: dict[str, Any], key: str, dist: Distribution) -> Non
     section, parents, leaf = parts[0], parts[1:-1], parts[-1]
     if key == "train.folds" or section == "tune":
         invalid(where, "cannot be tuned", fix="tune.folds sets the folds of every trial")
-    node = functools.reduce(lambda d, part: d.get(part) if isinstance(d, dict) else None, parts[:-1], params)
+    node = param_at(params, ".".join(parts[:-1]), None)
     if len(parts) < 2 or not isinstance(node, dict) or leaf not in node or isinstance(node[leaf], dict):
         invalid(where, "is not a key of params.yaml",
                 fix="tune keys written in params.yaml (train.lr, models.baseline.drop_rate); a loss knob must be in "
@@ -526,7 +547,7 @@ def check_tuned_key(params: dict[str, Any], key: str, dist: Distribution) -> Non
     if not dataclasses.is_dataclass(cls):
         return
     data = copy.deepcopy(params[section])
-    target = functools.reduce(lambda d, part: d[part], parents, data)
+    target = param_at({section: data}, ".".join([section, *parents]))
     for value in dist.args:
         target[leaf] = value
         try:

@@ -40,7 +40,7 @@ from typing import Any
 
 import yaml
 
-from mlic.config import Config, Distribution, TuneConfig, config_from_dict
+from mlic.config import Config, Distribution, TuneConfig, config_from_dict, param_at
 from mlic.errors import ConfigError, MlicError
 from mlic.io import atomic_path
 from mlic.layout import CONFIG_FILE, LIVE_DIR, live_metrics_dir
@@ -149,8 +149,8 @@ def with_values(cfg: Config, values: dict[str, Any]) -> Config:
     """`cfg` with `values` (dotted key -> value) set, checked as params.yaml is (a ConfigError names the key)."""
     data = cfg.to_dict()
     for key, value in values.items():
-        *parents, leaf = key.split(".")
-        functools.reduce(lambda node, part: node[part], parents, data)[leaf] = value
+        parent, _, leaf = key.rpartition(".")
+        param_at(data, parent)[leaf] = value
     return config_from_dict(data)
 
 
@@ -215,8 +215,7 @@ def trained_with(config_file: Path, values: dict[str, Any]) -> bool:
         return False
     missing = object()
     for key, value in values.items():
-        found = functools.reduce(lambda node, part: node.get(part, missing) if isinstance(node, dict) else missing,
-                                 key.split("."), config)  # fmt: skip
+        found = param_at(config, key, missing)
         if found is not missing and found != value:
             return False
     return True
@@ -467,7 +466,7 @@ def held_trials(study: Any) -> int:
 def current_values(cfg: Config) -> dict[str, Any] | None:
     """The params' own values of the tuned keys; None when the space cannot draw one of them."""
     data = cfg.to_dict()
-    values = {key: functools.reduce(lambda node, part: node[part], key.split("."), data) for key in cfg.tune.space}
+    values = {key: param_at(data, key) for key in cfg.tune.space}
     return values if all(cfg.tune.space[key].contains(value) for key, value in values.items()) else None
 
 
@@ -578,7 +577,7 @@ def apply_experiment(project: Project, name: str, values: dict[str, Any]) -> Non
         return
     tail = "\n".join((result.stdout + result.stderr).splitlines()[-LOG_TAIL_LINES:])
     data = yaml.safe_load(project.params_file.read_text()) or {}
-    held = {key: functools.reduce(lambda node, part: (node or {}).get(part), key.split("."), data) for key in values}
+    held = {key: param_at(data, key, None) for key in values}
     if held != values:
         raise MlicError(f"`dvc exp apply {name}` failed (exit status {result.returncode}):\n{tail}",
                         fix=f"apply it by hand: dvc exp apply {name}")  # fmt: skip
