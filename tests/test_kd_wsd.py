@@ -5,11 +5,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 from conftest import arch_model
 
-from mlic.errors import MlicError
-from mlic.models.kd_wsd import check_teacher
+import mlic.models.regions
+from mlic.errors import ConfigError, MlicError
+from mlic.models.kd_wsd import check_teacher, student_archs
+from mlic.models.regions import boxes_to_rois
 from mlic.tasks.base import FoldRun
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -17,10 +20,15 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 CLASSES = 3
 TEACHER = {"arch": "wsddn", "backbone": "resnet10t", "hidden": 16, "roi_channels": 8}
 STUDENT = {"arch": "baseline", "backbone": "resnet10t", "extra_filters": 8}
+# students whose backbones are built features_only (a list of maps): the deepest is the one matched to the teacher's
+FEATURE_LIST_STUDENTS = [
+    {"arch": "csra", "backbone": "resnet10t"},
+    {"arch": "hourglass", "backbone": "resnet10t", "feature_indices": [2, 3, 4]},
+]
 
 
-def student_and_teacher(**options):
-    net, task = arch_model("kd_wsd", CLASSES, student=STUDENT, teacher=TEACHER, **options)
+def student_and_teacher(student=STUDENT, **options):
+    net, task = arch_model("kd_wsd", CLASSES, student=student, teacher=TEACHER, **options)
     teacher, _ = arch_model("wsddn", CLASSES, **{k: v for k, v in TEACHER.items() if k != "arch"})
     task.attach_teacher(teacher)
     task.setup(np.eye(CLASSES, dtype=np.float32))
@@ -32,8 +40,9 @@ def batch(n: int = 2) -> dict[str, torch.Tensor]:
     return {"image": torch.randn(n, 3, 32, 32), "boxes": boxes, "target": torch.eye(CLASSES)[:n]}
 
 
-def test_feature_transfer_loss_is_zero_when_the_student_is_the_teacher():
-    net, task, teacher = student_and_teacher()
+@pytest.mark.parametrize("student", [STUDENT, *FEATURE_LIST_STUDENTS], ids=lambda s: s["arch"])
+def test_feature_transfer_loss_is_zero_when_the_student_is_the_teacher(student):
+    net, task, teacher = student_and_teacher(student)
     net.student.backbone.load_state_dict(teacher.backbone.state_dict())
     with torch.no_grad():  # the adapter as the identity: the student's RoI features are the teacher's
         net.adapter.weight.copy_(torch.eye(net.adapter.out_channels).view_as(net.adapter.weight))
@@ -63,6 +72,44 @@ def test_prediction_transfer_adds_the_scaled_distillation_term():
     soft = teacher.regions(data["image"], data["boxes"], sharpen=2.0).image_scores
     plain = teacher.regions(data["image"], data["boxes"]).image_scores
     assert not torch.allclose(soft, plain)  # sharpening changes the soft targets
+    with torch.no_grad():  # the paper's terms (the same batch statistics: the student is still in training mode)
+        logits = net.student(data["image"])
+        distill = F.binary_cross_entropy_with_logits(0.2 * logits, soft)
+        labels = F.binary_cross_entropy_with_logits(logits, data["target"])
+    assert step.parts["distill"].item() == pytest.approx(distill.item(), rel=1e-5)
+    assert step.parts["labels"].item() == pytest.approx(labels.item(), rel=1e-5)
+
+
+def test_the_student_pools_its_rois_in_float32_under_bf16_autocast(monkeypatch):
+    """As the teacher: bf16 boxes would round (fractions of a pixel here, 1-2 px at 256 px and above)."""
+    net, _, _ = student_and_teacher()
+    calls = []
+
+    def spy(features, rois, *args, **kwargs):
+        calls.append((features.dtype, rois))
+        return roi_align(features, rois, *args, **kwargs)
+
+    roi_align = mlic.models.regions.roi_align
+    monkeypatch.setattr(mlic.models.regions, "roi_align", spy)
+    data = batch()
+    boxes = data["boxes"] + torch.tensor([0.3, 0.7, 0.1, 0.9, 0.0])
+    assert not torch.equal(boxes.bfloat16().float(), boxes)  # what the bug pooled
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        adapted = net.train()(data["image"], boxes)
+    assert [(features, rois.dtype) for features, rois in calls] == [(torch.float32, torch.float32)]
+    torch.testing.assert_close(calls[0][1], boxes_to_rois(boxes), rtol=0, atol=0)
+    assert adapted.shape[:2] == (2, 3) and torch.isfinite(adapted).all()
+
+
+@pytest.mark.parametrize("arch", ["cnn_rnn", "hog_linear", "wsddn"])
+def test_a_student_that_is_not_an_image_classifier_is_refused_naming_the_key_and_the_choices(arch):
+    with pytest.raises(ConfigError) as info:
+        arch_model("kd_wsd", CLASSES, {"hog": 4}, student={"arch": arch}, teacher=TEACHER)
+    message = str(info.value)
+    assert "models.<entry>.student.arch" in message and f"arch {arch!r}" in message
+    assert "use one of: " + ", ".join(student_archs()) in message
+    assert {"baseline", "csra", "hourglass", "ml_decoder", "srn"} <= set(student_archs())
+    assert not {"cnn_rnn", "hog_linear", "kd_wsd", "resnet50_hog", "sca", "wsddn"} & set(student_archs())
 
 
 def test_the_student_predicts_alone_and_without_distillation_reads_no_boxes():

@@ -11,6 +11,7 @@ from mlic.data.competitions import COMPETITIONS
 from mlic.data.sources import SOURCES, SourceData
 from mlic.data.submission import read_submission
 from mlic.errors import ConfigError
+from mlic.models.kd_wsd import student_archs
 from mlic.models.registry import discover_archs, get_arch
 from mlic.predict.threshold_fitting import THRESHOLD_METHODS, fit_thresholds
 from mlic.predict.tta import TTA_VIEWS, tta_views
@@ -68,6 +69,43 @@ def test_every_architecture_trains_with_every_loss(name, loss):
     with torch.no_grad():
         scores = task.predict_step(model.eval(), {k: BATCH[k] for k in task.predict_sources})
     assert scores.shape == (4, NUM_CLASSES) and ((scores >= 0) & (scores <= 1)).all()
+
+
+def kd_wsd_with(student: str) -> tuple[torch.nn.Module, object]:
+    """A tiny kd_wsd whose student is a tiny `student` (its TINY settings), and its task, set up with a teacher."""
+    options = {**TINY["kd_wsd"], "student": {"arch": student, **TINY.get(student, {})}}
+    model, task = arch_model("kd_wsd", NUM_CLASSES, {"image": 3, "hog": HOG_DIM}, **options)
+    teacher, _ = arch_model("wsddn", NUM_CLASSES, **{k: v for k, v in options["teacher"].items() if k != "arch"})
+    task.attach_teacher(teacher)
+    task.setup(TARGET.numpy())
+    return model, task
+
+
+@pytest.mark.usefixtures("one_thread")  # small ops: see conftest.one_torch_thread
+@pytest.mark.parametrize("student", student_archs())
+def test_kd_wsd_trains_with_every_image_classifier_as_its_student(student):
+    """Each registered arch a student may have: a step of both phases, whose trained parameters all get gradients."""
+    model, task = kd_wsd_with(student)
+    batch = {**{k: BATCH[k] for k in task.sources}, "target": TARGET}
+    features, predictions = task.phases(2)
+    for phase, trained in ((features, ("student.backbone.", "adapter.")), (predictions, ("student.", "scale"))):
+        task.begin_phase(phase)
+        model.zero_grad(set_to_none=True)
+        step = task.training_step(model.train(), batch)
+        assert step.loss.ndim == 0 and torch.isfinite(step.loss)
+        assert set(step.parts) == {"features"} if phase is features else "distill" in step.parts
+        step.loss.backward()
+        grads = {name: p.grad for name, p in model.named_parameters() if name.startswith(trained)}
+        assert grads and all(g is not None and torch.isfinite(g).all() for g in grads.values()), phase.name
+    with torch.no_grad():
+        scores = task.predict_step(model.eval(), {"image": BATCH["image"]})
+    assert scores.shape == (4, NUM_CLASSES) and ((scores >= 0) & (scores <= 1)).all()
+
+
+@pytest.mark.parametrize("arch", sorted(set(discover_archs()) - set(student_archs())))
+def test_kd_wsd_refuses_every_other_arch_as_its_student(arch):
+    with pytest.raises(ConfigError, match=rf"(?s)models.<entry>.student.arch: arch '{arch}'.*use one of: baseline, "):
+        kd_wsd_with(arch)
 
 
 def test_hog_models_say_when_hog_is_missing():

@@ -11,8 +11,9 @@ from mlic.errors import ConfigError
 from mlic.features.proposals import box_iou, windows
 from mlic.models.backbones import feature_map
 from mlic.models.regions import region_features
-from mlic.models.wsddn import HEAD_MODULES, Wsddn, WsddnConfig, WsddnTask
+from mlic.models.wsddn import HEAD_MODULES, PHI_EPS, Wsddn, WsddnConfig, WsddnTask
 from mlic.tasks.base import check_phases
+from mlic.tasks.losses import LOSSES
 
 NUM_CLASSES = 4
 SIZE = 64  # resnet10t's last map is 2 x 2 here
@@ -71,7 +72,7 @@ def test_outputs_are_a_distribution_over_regions_weighted_by_label_probabilities
     assert (out.image_scores > 0).all() and (out.image_scores < 1).all()
 
 
-def test_the_loss_is_bce_on_phi_clamped_and_prediction_is_phi():
+def test_the_loss_is_bce_on_phi_and_prediction_is_phi():
     model, task = build()
     images, boxes = batch_inputs()
     target = torch.tensor([[1, 0, 0, 1], [0, 1, 1, 0]], dtype=torch.float32)
@@ -83,8 +84,43 @@ def test_the_loss_is_bce_on_phi_clamped_and_prediction_is_phi():
         phi = model(images, boxes)
         loss = task.training_step(model, batch).loss
         torch.testing.assert_close(task.predict_step(model, {"image": images, "boxes": boxes}), phi)
-    expected = F.binary_cross_entropy(phi.clamp(1e-4, 1 - 1e-4), target)
+    expected = -(target * torch.log(phi + PHI_EPS) + (1 - target) * torch.log(1 - phi + PHI_EPS)).mean()
     torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(loss, F.binary_cross_entropy(phi, target), rtol=1e-5, atol=1e-6)  # phi in (0, 1)
+
+
+class FixedScores(nn.Module):
+    """A network whose image scores phi are a parameter: the loss's gradient with respect to phi, read directly."""
+
+    def __init__(self, phi: torch.Tensor):
+        super().__init__()
+        self.phi = nn.Parameter(phi)
+
+    def forward(self, images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        return self.phi
+
+
+# a rare present label at phi = 1e-6 (below the old clamp at 1e-4, which passed it no gradient), and the extremes
+RARE_PHI = torch.tensor([[1e-6, 0.5, 0.2], [0.0, 1.0, 0.3]])
+RARE_TARGET = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 1.0]])
+
+
+@pytest.mark.parametrize("loss", LOSSES.names())
+def test_a_present_label_learns_at_any_phi_and_the_loss_stays_finite(loss):
+    task = WsddnTask(WsddnConfig(loss=loss))
+    task.setup(RARE_TARGET.numpy())
+    net = FixedScores(RARE_PHI.clone())
+    images, boxes = torch.zeros(2, 3, SIZE, SIZE), torch.zeros(2, 1, 5)
+    step = task.training_step(net, {"image": images, "boxes": boxes, "target": RARE_TARGET})
+    step.loss.backward()
+    grad = net.phi.grad
+    assert torch.isfinite(step.loss) and torch.isfinite(grad).all()  # phi = 0 for a positive, 1 for a negative
+    assert grad[0, 0] < 0 and grad[1, 0] < 0  # raising phi of a present label lowers the loss, even from 0
+    if loss == "bce":  # the paper's BCE on phi: d/dphi -log(phi) = -1 / phi, over the mean's N * C elements
+        assert grad[0, 0].item() * RARE_PHI.numel() == pytest.approx(-1 / (1e-6 + PHI_EPS), rel=1e-4)
+        assert grad[0, 0].item() * RARE_PHI.numel() < -0.9e6
+        terms = [1e-6, 1 - 0.5, 1 - 0.2, 0.0, 1 - 1.0, 0.3]  # phi of each positive, 1 - phi of each negative
+        assert step.loss.item() == pytest.approx(-np.mean(np.log(np.array(terms) + PHI_EPS)), rel=1e-5)
 
 
 def test_bf16_autocast_on_cpu_gives_finite_scores_loss_and_gradients():

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from mlic.choices import check_choice
 from mlic.errors import ConfigError
 from mlic.io import write_text
 
@@ -243,7 +244,21 @@ def model_entry(key: str, value: Any) -> ModelEntry:
     arch = value.get("arch")
     if not isinstance(arch, str) or not arch:
         invalid(f"{key}.arch", "missing: every models entry names its architecture", "e.g. arch: baseline")
+    _check_entry_choices(key, value)
     return ModelEntry(arch, {str(k): v for k, v in value.items() if k != "arch"})
+
+
+def _check_entry_choices(key: str, value: dict[str, Any]) -> None:
+    """Check the registry-named keys of a models entry (arch, loss, pooling, ...) and of the entries nested in it.
+
+    The entry's other keys wait for its architecture's config class (stage `code`), which imports torch; these are
+    checked when params load, so that a misspelt loss fails before any stage has run.
+    """
+    for name, option in value.items():
+        if isinstance(option, dict) and "arch" in option:  # a nested entry: a distilled model's student or teacher
+            model_entry(f"{key}.{name}", option)
+        else:
+            check_choice(f"{key}.{name}", option)
 
 
 @dataclass(frozen=True)
@@ -684,6 +699,8 @@ def _build(cls: type, data: Any, prefix: str, owner: str = "") -> Any:
         hint = hints[key]
         nested = dataclasses.is_dataclass(hint) and hint is not ModelEntry  # an entry keeps its arch's keys raw
         kwargs[key] = _build(hint, value, full) if nested else _coerce(full, hint, value)
+        for name in kwargs[key] if isinstance(kwargs[key], tuple) else (kwargs[key],):
+            check_choice(full, name)  # a string naming a registry entry (train.tta, thresholds.compare_methods)
     return cls(**kwargs)
 
 

@@ -11,6 +11,13 @@ from mlic.errors import ConfigError
 
 T = TypeVar("T")
 
+_BY_PARAM: dict[str, list[Registry]] = {}  # every registry created so far, by the params key that picks its entries
+
+
+def registered_names(param: str) -> set[str]:
+    """The names registered so far in the registries of params key `param` (none before their modules import)."""
+    return {name for registry in _BY_PARAM.get(param, ()) for name in registry.names()}
+
 
 class Registry(Generic[T]):
     """A table of named entries (builders, functions) with a decorator to add to it.
@@ -23,6 +30,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str, param: str):
         self.kind, self.param = kind, param
         self._entries: dict[str, T] = {}
+        _BY_PARAM.setdefault(param, []).append(self)
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator that adds the decorated object under `name`."""

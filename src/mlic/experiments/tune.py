@@ -286,7 +286,7 @@ def dvc_command() -> list[str]:
     local = Path(sys.executable).with_name("dvc")
     found = str(local) if local.is_file() else shutil.which("dvc")
     if not found:
-        raise MlicError("dvc not found", fix="install the pinned requirements (pip install -r requirements.txt)")
+        raise MlicError("dvc not found", fix="install the locked requirements (`make install`)")
     return [found]
 
 

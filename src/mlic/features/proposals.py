@@ -31,7 +31,7 @@ BOX_FIELDS = ("x", "y", "w", "h", "score")
 WINDOW_SCALES = (1.0, 0.8, 0.6, 0.4, 0.25)  # fractions of the shorter side, largest first (kept first under a cap)
 WINDOW_ASPECTS = (1.0, 0.5, 2.0)  # w / h
 
-# The wheel that provides cv2.ximgproc: the pin in requirements.txt (a test keeps the two equal).
+# The wheel that provides cv2.ximgproc: the pin in requirements.in and requirements.lock (a test keeps them equal).
 CONTRIB_WHEEL = "opencv-contrib-python-headless==4.12.0.88"
 
 Generator = Callable[[np.ndarray, int], np.ndarray]  # (image (H, W, 3) uint8 RGB, max_boxes) -> (R, 5) float32
@@ -106,7 +106,7 @@ def selective_search_module() -> ModuleType:
             f"proposal method 'selective_search' needs OpenCV's contrib build (cv2.ximgproc), and cv2 "
             f"{cv2.__version__} here lacks it",
             fix=f"pip install --no-deps --force-reinstall {CONTRIB_WHEEL} "
-            "(`make install` does so when requirements.txt is newer than the venv)",
+            "(`make install` does so when requirements.lock is newer than the venv)",
         )
     return segmentation
 

@@ -7,7 +7,8 @@ passed through two fully connected layers (fc6, fc7). Two streams then score eac
 - the classification stream (fc8c): a softmax over the labels, "which label is this region?";
 - the detection stream (fc8d): a softmax over the regions, "which region shows this label?".
 Their product is each region's score for each label, and its sum over the regions is the image's score phi in [0, 1]
-(a sum of a distribution over regions weighted by probabilities), trained with binary cross-entropy on the labels.
+(a sum of a distribution over regions weighted by probabilities), trained with binary cross-entropy on the labels:
+-log(phi + eps) for a present label, -log(1 - phi + eps) for an absent one (`phi_logits`, eps = 1e-8).
 The region scores localise the labels: the top region of a present label is its detection.
 
 Not kept from the paper: its spatial regulariser and the scaling of the features by the proposals' scores (the
@@ -32,7 +33,9 @@ from mlic.tasks.losses import create_loss
 
 # The network's submodules besides the backbone: what the head warm-up phase trains (and the parameter prefixes)
 HEAD_MODULES = ("reduce", "fcs", "class_head", "region_head")
-SCORE_EPS = 1e-4  # phi is clamped to [eps, 1 - eps] before the loss: the issue's BCE on phi clamped at 1e-4
+# The loss reads phi as (phi + eps) / (1 + 2 eps): finite at phi = 0 and 1, and a present label's gradient is
+# -1 / (phi + eps), the paper's -1 / phi for any phi well above eps (a clamp of phi passes none below its bound)
+PHI_EPS = 1e-8
 NO_AREA_LOGIT = -1e9  # the detection logit of a box without area: exp(-1e9 - max) is 0 in float32
 
 
@@ -161,6 +164,23 @@ class Wsddn(nn.Module):
         return self.regions(images, boxes).image_scores
 
 
+def phi_logits(phi: torch.Tensor) -> torch.Tensor:
+    """Logits of the image scores phi for the registry's losses (which take logits), finite and with gradient.
+
+    They are log(phi + eps) - log(1 - phi + eps), whose sigmoid is (phi + eps) / (1 + 2 eps). BCE on them is
+    -log(phi + eps) for a positive and -log(1 - phi + eps) for a negative (plus log(1 + 2 eps), about 2e-8): the
+    paper's BCE on phi, with gradient -1 / (phi + eps) for a positive: a rare label still learns when its phi has
+    sunk far below its start (near 9e-4 under iMet's 1,103-way softmax), where the former clamp of phi to
+    [1e-4, 1 - 1e-4] passed it no gradient. eps keeps them finite at phi = 0 and 1, within +/- 18.4.
+
+    Args:
+        phi: Image scores in [0, 1]. Values outside (rounding: phi is a sum of probabilities) are cut off in the
+            forward pass only: a clamp's gradient is 0 at its bounds, so a positive at phi = 0 would learn nothing.
+    """
+    phi = phi + (phi.clamp(0.0, 1.0) - phi).detach()  # straight-through: the value clamped, the gradient whole
+    return torch.log(phi + PHI_EPS) - torch.log((1.0 - phi) + PHI_EPS)  # 1 - phi first: 1 - 1e-8 rounds to 1
+
+
 class WsddnTask(Task):
     """WSDDN on the image and its boxes: the loss on phi (probabilities, not logits), a head warm-up phase."""
 
@@ -185,14 +205,11 @@ class WsddnTask(Task):
         return [phase for phase in schedule if phase.epochs > 0]
 
     def training_step(self, net: nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
-        """The entry's loss on logit(phi), phi clamped to [1e-4, 1 - 1e-4], in float32."""
+        """The entry's loss on the logits of phi (`phi_logits`), in float32: with `bce`, the paper's BCE on phi."""
         if self.loss_fn is None:
             raise RuntimeError("WsddnTask.setup(train_labels) builds the loss; call it before training")
         phi = net(*self.inputs(batch)).float()
-        # The registry's losses take logits. BCE on logit(p) is exactly -[y log p + (1 - y) log(1 - p)], so with
-        # `bce` this is the paper's BCE on phi, clamped at 1e-4 (which also bounds the logits at +/- 9.2).
-        logits = torch.logit(phi.clamp(SCORE_EPS, 1.0 - SCORE_EPS))
-        return StepOutput(self.loss_fn(logits, batch["target"]))
+        return StepOutput(self.loss_fn(phi_logits(phi), batch["target"]))
 
     def predict_step(self, net: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The image scores phi, in float32 (already in [0, 1])."""
