@@ -471,8 +471,8 @@ def test_onnx_unrolls_the_search_and_matches_eager_decoding(tmp_path):
     ("options", "message"),
     [
         ({"embed_dims": 8}, r"models.cnn_rnn.embed_dims: unknown key for arch 'cnn_rnn'; did you mean 'embed_dim'"),
-        ({"feed": "sampled"}, r"feed: unknown feed 'sampled'.*\n.*one of: target, argmax"),
-        ({"score_rule": "mean"}, r"score_rule: unknown rule 'mean'.*\n.*one of: beam, max, prelim"),
+        ({"feed": "sampled"}, r"feed: unknown decoder feed 'sampled'.*\n.*one of: argmax, target"),
+        ({"score_rule": "mean"}, r"score_rule: unknown score rule 'mean'.*\n.*one of: beam, max, prelim"),
         ({"beam_size": 0}, "beam_size: must be >= 1, got 0"),
         ({"hidden_size": 0}, "hidden_size: must be >= 1"),
         ({"decoder_dropout": 1.0}, r"decoder_dropout: must be in \[0, 1\)"),
