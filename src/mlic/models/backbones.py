@@ -77,14 +77,23 @@ def create_backbone(cfg: BackboneConfig, out_indices: tuple[int, ...] | None = N
         ) from None
 
 
+def is_features_only(backbone: nn.Module) -> bool:
+    """Whether `create_backbone` built it `features_only` (a list of maps, described by timm's `FeatureInfo`)."""
+    return isinstance(getattr(backbone, "feature_info", None), timm.models.FeatureInfo)  # a whole net's is a list
+
+
 def feature_channels(backbone: nn.Module) -> int:
-    """Channels of the backbone's final feature map."""
-    return int(backbone.num_features)
+    """Channels of the backbone's final feature map (of the deepest of a `features_only` backbone's maps)."""
+    return int(backbone.feature_info.channels()[-1]) if is_features_only(backbone) else int(backbone.num_features)
 
 
 def feature_map(backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """The backbone's last (N, C, H, W) feature map; a ConfigError for backbones without one (transformers)."""
-    features = backbone.forward_features(images)
+    """The backbone's last (N, C, H, W) feature map; a ConfigError for backbones without one (transformers).
+
+    A whole backbone's is `forward_features`; a `features_only` one's (csra, hourglass, srn, ml_decoder) is the
+    deepest of the maps it gives.
+    """
+    features = backbone(images)[-1] if is_features_only(backbone) else backbone.forward_features(images)
     if features.ndim != 4:
         raise ConfigError("models.<entry>.backbone must be a CNN with a (N, C, H, W) feature map, e.g. resnet50")
     return features

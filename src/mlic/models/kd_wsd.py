@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from timm.models import FeatureInfo
 from torch import nn
 
 from mlic.config import ModelEntry, invalid
@@ -130,36 +129,12 @@ def build_student_task(student: ResolvedModel, loss: str, loss_options: dict[str
     return task
 
 
-def last_feature_channels(backbone: nn.Module) -> int:
-    """Channels of the map `last_feature_map` gives."""
-    info = getattr(backbone, "feature_info", None)  # timm's FeatureInfo on a features_only net; a list on a whole one
-    return int(info.channels()[-1]) if isinstance(info, FeatureInfo) else feature_channels(backbone)
-
-
-def last_feature_map(backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """The deepest (N, C, h, w) map of a student's timm backbone, in either of the two ways archs build one.
-
-    `mlic.models.backbones.create_backbone` builds a backbone whole (baseline: its last map is `forward_features`), or
-    `features_only` at the arch's `out_indices` (csra, hourglass, srn, ml_decoder: a list of maps, described by
-    timm's `FeatureInfo`, deepest last). The student's map is the deepest one its own head reads.
-
-    Raises:
-        ConfigError: For a backbone without a (N, C, h, w) map (transformers).
-    """
-    if not isinstance(getattr(backbone, "feature_info", None), FeatureInfo):
-        return feature_map(backbone, images)
-    fmap = backbone(images)[-1]
-    if fmap.ndim != 4:
-        raise ConfigError("models.<entry>.student.backbone must be a CNN with a (N, C, H, W) map, e.g. resnet50")
-    return fmap
-
-
 class KdWsd(nn.Module):
     """The student, its adapter onto the teacher's RoI features, and the scale s of the distillation term.
 
     Args:
         student: An image classifier with a timm `backbone` attribute (built whole or `features_only`, see
-            `last_feature_map`); `forward(images)` gives its output (logits in eval mode).
+            `mlic.models.backbones.feature_map`); `forward(images)` gives its output (logits in eval mode).
         teacher_channels: Channels of the teacher's RoI features (its backbone's last map).
         roi_size: Side of the teacher's RoI features.
         scale_init: Initial s.
@@ -172,14 +147,14 @@ class KdWsd(nn.Module):
                               "features to", fix=f"use one of: {', '.join(student_archs())}")  # fmt: skip
         self.student = student
         self.roi_size = roi_size
-        self.adapter = nn.Conv2d(last_feature_channels(student.backbone), teacher_channels, 1)  # linear per position
+        self.adapter = nn.Conv2d(feature_channels(student.backbone), teacher_channels, 1)  # linear per position
         self.scale = nn.Parameter(torch.tensor(float(scale_init)))
 
     def forward(self, images: torch.Tensor, boxes: torch.Tensor | None = None) -> Any:
         """The student's output; with `boxes`, its adapted (B, R, C_teacher, k, k) RoI features instead."""
         if boxes is None:
             return self.student(images)
-        fmap = last_feature_map(self.student.backbone, images)
+        fmap = feature_map(self.student.backbone, images)
         # float32 map and boxes, as the teacher pools: region_features casts the boxes to the map's dtype, and bf16
         # pixel coordinates round by 1-2 px at 256 px and above (8 bits of mantissa)
         pooled = region_features(fmap.float(), boxes.float(), images.shape[-1], self.roi_size)
