@@ -60,11 +60,14 @@ repro: install
 	$(BIN)/dvc repro
 	@echo "submission: $$(ls submissions/*.csv)"; cat reports/metrics.json
 
+# `make test`: everything, under 12 minutes on 2 cores. `make test-fast`: what needs no DVC project, trained run or
+# long export, in about a minute; a test of over a second there belongs in the slow tier (@pytest.mark.slow), and
+# the durations line names any that crept in.
 test: install
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=10
 
 test-fast: install
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -m "not slow" --durations=10 --durations-min=1.0
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,7 +1,7 @@
 """Decoding throughput of the attention CNN-RNN (`arch: cnn_rnn`): greedy against beam search, at C=17 and C=1,103.
 
 What is timed: `CnnRnn.decode(images, beam)` itself (h0/c0 from v_prob, and
-`mlic.predict.beam_search.beam_search` calling the real `CnnRnn.step`), at a fixed batch, on the decoder built at
+`mlic.models.beam_search.beam_search` calling the real `CnnRnn.step`), at a fixed batch, on the decoder built at
 its `CnnRnnConfig` sizes (embed 256, hidden 512, attention 512, gate on). The encoder is left out: the backbone's
 feature map V is precomputed random features (N, P, D), D=2048 by default (resnet50, the config's default backbone;
 512 for resnet18/34), P=49 (a 7x7 map), and `encode` is replaced on the instance by one returning V, its attention

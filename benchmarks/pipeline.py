@@ -56,12 +56,12 @@ def main() -> None:
         seconds[stage] = run_stage(workdir, stage)
     for model in params["train"]["models"]:
         for fold in params["train"]["folds"]:
-            seconds[f"train@{model}-{fold}"] = run_stage(workdir, "train", "--model", model, "--fold", str(fold))
+            seconds[f"train-{model}-{fold}"] = run_stage(workdir, "train", "--model", model, "--fold", str(fold))
     for stage in ("ensemble", "thresholds", "submit", "evaluate"):
         seconds[stage] = run_stage(workdir, stage)
     metrics = json.loads((workdir / params["evaluate"]["out_dir"] / "metrics.json").read_text())
     stats = json.loads((workdir / params["prepare"]["out_dir"] / "stats.json").read_text())
-    train_seconds = sum(v for k, v in seconds.items() if k.startswith("train@"))
+    train_seconds = sum(v for k, v in seconds.items() if k.startswith("train-"))
     fraction = 1 - 1 / params["folds"]["n_splits"]
     fold_metrics = [
         json.loads((workdir / params["train"]["out_dir"] / m / f"fold_{f}" / "metrics.json").read_text())

@@ -23,8 +23,9 @@ import torch
 
 from mlic.data.competitions import get_competition
 from mlic.layout import average_test
+from mlic.loop.fold_model import load_fold_model
 from mlic.predict.export import export_onnx
-from mlic.predict.inference import load_fold_model, load_predictor, predict_files
+from mlic.predict.inference import load_predictor, predict_files
 from mlic.run import open_run
 
 

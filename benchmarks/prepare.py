@@ -70,7 +70,8 @@ def bench_imet_labels() -> dict:
     """Parse the real iMet train.csv, build the label matrix, drop rare labels and bit-pack it."""
     from mlic.config import DataConfig
     from mlic.data.competitions import get_competition
-    from mlic.data.labels import drop_rare_labels, encode_labels, load_labels, save_labels
+    from mlic.data.labels import drop_rare_labels, encode_labels
+    from mlic.layout import load_labels, save_labels
 
     comp = get_competition(DataConfig(competition="imet2019"))
     root = SHARED / "imet2019"

@@ -7,7 +7,7 @@ strength * s_c * (2y - 1) + N(0, 1.5) - 1, so classes differ in how separable th
 
 Methods:
 - `global`, `per_class_exact`, `per_class_exact+shrink` (the regularised one: thresholds.shrink) and `optuna`
-  (a fixed number of trials, warm-started from the exact search) from `mlic.predict.thresholds`;
+  (a fixed number of trials, warm-started from the exact search) from `mlic.thresholds`;
 - `sklearn_grid`: the search public Planet kernels use: for each class in turn, 100 cuts (0.01 .. 1.00), each
   scored with one `sklearn.metrics.fbeta_score(average="samples")` call on the whole matrix. At iMet scale that
   is 110,300 calls of about 3 s, so it runs for --sklearn-budget seconds and the time is extrapolated; its
@@ -34,7 +34,7 @@ from mlic.data.competitions.planet import PLANET_TAGS
 from mlic.data.labels import encode_labels
 from mlic.metrics import fbeta_from_counts, fbeta_samples
 from mlic.predict.threshold_fitting import fit_per_class_exact, fit_thresholds
-from mlic.predict.thresholds import binarize
+from mlic.thresholds import binarize
 
 GRID = np.round(np.arange(0.01, 1.001, 0.01), 2)
 

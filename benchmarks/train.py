@@ -28,11 +28,11 @@ import numpy as np
 import torch
 
 from mlic.config import ModelEntry, TrainConfig
+from mlic.loop.batches import CachedSamples, seed_worker
+from mlic.loop.runtime import make_runtime
 from mlic.models.registry import ModelDims, get_arch, resolve_entry
 from mlic.train.augment import create_augmentation
-from mlic.train.batches import CachedSamples, seed_worker
 from mlic.train.engine import make_engine, run_epoch
-from mlic.train.runtime import make_runtime
 from mlic.train.sampling import make_train_loader
 
 NUM_CLASSES = 17  # Planet's tags

@@ -1,7 +1,9 @@
-"""A finished pipeline run in a temporary git + DVC project: tiny sample, two models (baseline and hourglass).
+"""The one finished pipeline run of the tests: a temporary git + DVC project, tiny sample, baseline and hourglass.
 
-Notebooks, the report, `mlic predict` and `mlic export-onnx` are tested against it. It also holds one DVC
-experiment, so that the comparison notebook has `dvc exp show` rows to show.
+Built once per session (the `finished_run` fixture, about a minute): the end-to-end tests of `dvc repro` read its
+first repro's log, and every test that needs trained folds (notebooks, the report, `mlic predict`, `mlic export-onnx`,
+the stages' checks of their inputs, DVC's view of code edits, `mlic tune`) reads it, or edits a copy (`copy_run`).
+It also holds one DVC experiment, outside the workspace, so that the comparison notebook has `dvc exp show` rows.
 """
 
 from __future__ import annotations
@@ -49,12 +51,12 @@ def run_tool(project: Path, *args: str) -> str:
 
 
 def write_params(root: Path, params: dict) -> None:
-    """Write a project's params.yaml and its dvc.yaml, as `mlic pipeline --write` would (in process: quicker)."""
+    """Write a project's params.yaml and dvc.yaml (dvc.lock pruned), as `mlic pipeline --write` would, in process."""
     from mlic.config import load_config
-    from mlic.pipeline import generate
+    from mlic.pipeline import write_pipeline
 
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (root / "dvc.yaml").write_text(generate(load_config(root / "params.yaml"), root))
+    write_pipeline(load_config(root / "params.yaml"), root)
 
 
 def edit_params(root: Path, override: dict) -> None:
@@ -69,8 +71,12 @@ def copy_pipeline(root: Path, override: dict) -> Path:
     return root
 
 
-def build_finished_run(root: Path) -> Path:
-    """Copy the pipeline into `root`, run it on the tiny sample with git + DVC, then one experiment."""
+def build_finished_run(root: Path) -> str:
+    """Copy the pipeline into `root`, run it on the tiny sample with git + DVC, then one experiment.
+
+    Returns:
+        The log of the `dvc repro` (the stages it ran, in order).
+    """
     copy_pipeline(root, TINY_RUN)
     run_tool(root, "git", "init", "-q")
     run_tool(root, "git", "config", "user.email", "ci@mlic.invalid")
@@ -80,9 +86,24 @@ def build_finished_run(root: Path) -> Path:
     (root / ".gitignore").write_text("/data/processed/optuna.db\n/data/processed/tune.db\n/data/processed/tune-logs/\n")
     run_tool(root, "git", "add", "-A")
     run_tool(root, "git", "commit", "-q", "-m", "tiny run")
-    run_tool(root, "dvc", "repro")
+    log = run_tool(root, "dvc", "repro")
     run_tool(root, "git", "add", "-A")
     run_tool(root, "git", "commit", "-q", "-m", "tiny run outputs")
-    # an experiment that reruns only thresholds, submit and evaluate (seconds), kept in the workspace
-    run_tool(root, "dvc", "exp", "run", "-q", "-n", "global-cut", "-S", "thresholds.method=global")
-    return root
+    # an experiment that reruns only thresholds, submit and evaluate (seconds), in a temporary copy: the workspace
+    # stays the first repro's, which the end-to-end tests check
+    run_tool(root, "dvc", "exp", "run", "--temp", "-q", "-n", "global-cut", "-S", "thresholds.method=global")
+    return log
+
+
+def copy_run(run: Path, dest: Path, *, outputs_only: bool = False) -> Path:
+    """A private copy of a finished project (the session's `finished_run`), for a test that edits or breaks it.
+
+    Args:
+        run: The project to copy.
+        dest: Where the copy goes (must not exist).
+        outputs_only: Copy a plain run folder, as `mlic predict --run` and the stages read it: no git history, DVC
+            cache or src/ (quicker). Otherwise everything, so that git, `dvc status` and `dvc repro` work in the copy
+            as in the original (DVC's cache and run cache included).
+    """
+    ignore = shutil.ignore_patterns(".git", ".dvc", "src") if outputs_only else None
+    return Path(shutil.copytree(run, dest, symlinks=True, ignore=ignore))

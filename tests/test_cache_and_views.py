@@ -6,11 +6,11 @@ from torch.utils.data import DataLoader
 
 from mlic.config import TrainConfig
 from mlic.data.images import build_image_cache, channel_stats, image_views, open_image_cache
+from mlic.loop.batches import CachedSamples, expand_views
+from mlic.loop.runtime import make_runtime
+from mlic.loop.tta import predict_loader
 from mlic.models.registry import ArchConfig
-from mlic.predict.tta import predict_loader
 from mlic.tasks.multilabel import MultiLabelTask
-from mlic.train.batches import CachedSamples, expand_views
-from mlic.train.runtime import make_runtime
 
 
 def test_image_views_are_a_resize_plus_random_crops():

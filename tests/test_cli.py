@@ -1,5 +1,4 @@
-import subprocess
-import sys
+"""The `mlic` command line: its stages, its arguments, and one message (exit 2, no traceback) for user errors."""
 
 import pytest
 
@@ -30,12 +29,10 @@ def test_bad_params_print_one_message_without_traceback(tmp_path, capsys):
     assert "Traceback" not in err
 
 
-def test_missing_inputs_say_which_stage_to_run(tmp_path):
+def test_missing_inputs_say_which_stage_to_run(tmp_path, capsys):
     params = tmp_path / "params.yaml"
     params.write_text(f"prepare:\n  out_dir: {tmp_path / 'nowhere'}\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "mlic.cli", "--params", str(params), "folds"], capture_output=True, text=True
-    )
-    assert result.returncode == 2
-    assert "prepared data not found" in result.stderr and "mlic prepare" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert main(["--params", str(params), "folds"]) == 2  # in process: the CLI's exit code, without a second Python
+    err = capsys.readouterr().err
+    assert "prepared data not found" in err and "mlic prepare" in err
+    assert "Traceback" not in err

@@ -6,18 +6,17 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import arch_model
+from conftest import arch_model, tiny_options
 from overfit import OVERFIT_LABELS, assert_bf16_training_finite, squares_batch
 from torch import nn
 
 from mlic.errors import ConfigError
+from mlic.models.beam_search import BestPaths, beam_search, search_done
 from mlic.models.cnn_rnn import sequence_loss
-from mlic.predict.beam_search import BestPaths, beam_search, search_done
 from mlic.tasks.order_free import leave_pool, pick_targets
 
 NUM_CLASSES = 5
 SIZE = 64  # resnet10t's final map (stride 32) is 2 x 2 here
-TINY = {"backbone": "resnet10t", "embed_dim": 8, "hidden_size": 16, "attention_dim": 8}
 INF = float("inf")
 
 
@@ -25,8 +24,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # small ops: see conftest.on
 
 
 def build(num_classes: int = NUM_CLASSES, **options):
-    """A seeded tiny CNN-RNN on resnet10t and its task (`options` override `TINY`)."""
-    return arch_model("cnn_rnn", num_classes, **{**TINY, **options})
+    """A seeded tiny CNN-RNN (cnn_rnn's tiny settings, see `tiny_options`) and its task; `options` override them."""
+    return arch_model("cnn_rnn", num_classes, **tiny_options("cnn_rnn") | options)
 
 
 def images(n: int = 2, size: int = SIZE) -> torch.Tensor:
@@ -433,6 +432,7 @@ def test_overfits_eight_images_to_their_exact_label_sets():
             assert decoded.tolist() == (batch["target"] > 0.5).tolist(), beam
 
 
+@pytest.mark.slow  # 10 s: the exporter traces every unrolled step of the search
 def test_onnx_unrolls_the_search_and_matches_eager_decoding(tmp_path):
     """Exported, the search runs all export_steps (no early stop); its paths are eager's, even where eager stops early.
 

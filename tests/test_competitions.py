@@ -47,6 +47,7 @@ def test_reads_the_sample_competition(sample_competition):
     assert read_image(raw.train_paths[0]).shape == (32, 32, 3)
 
 
+@pytest.mark.slow  # 100,000 rows and a file check per image: about 4 s
 def test_parses_the_full_real_planet_labels():
     result = scan(shared_path("planet"))
     raw = result.raw
@@ -58,6 +59,7 @@ def test_parses_the_full_real_planet_labels():
     assert found and all("image file is missing" in m or "folder is missing" in m for m in found)
 
 
+@pytest.mark.slow  # 150,000 rows: about 4 s
 def test_parses_the_full_real_imet_labels_and_drops_rare_ones():
     result = scan(shared_path("imet2019"), DataConfig(competition="imet2019"))
     raw = result.raw

@@ -94,6 +94,7 @@ def decoder_run(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_a_run_decodes_every_oof_row_once_and_writes_both_submissions(decoder_run, monkeypatch):
     import torch
 
@@ -129,6 +130,7 @@ def test_a_run_decodes_every_oof_row_once_and_writes_both_submissions(decoder_ru
     assert set(summary["stop_rule"]["tau_c"]) == set(prep.classes)
 
 
+@pytest.mark.slow
 def test_decoding_a_model_without_a_decoder_names_it(decoder_run, monkeypatch):
     import torch
 
@@ -141,6 +143,7 @@ def test_decoding_a_model_without_a_decoder_names_it(decoder_run, monkeypatch):
         decode_run(run, "baseline", torch.device("cpu"), 8, None)
 
 
+@pytest.mark.slow
 def test_mlic_decode_writes_the_sets_and_refuses_other_archs(decoder_run, monkeypatch, capsys):
     from mlic.cli import main as mlic
     from mlic.layout import read_json

@@ -1,4 +1,5 @@
-"""The training engine on a tiny linear problem: schedule, accumulation, clipping, EMA, early stopping, resume state."""
+"""The training engine on a tiny linear problem: schedule, accumulation, clipping, EMA, early stopping, resume state,
+and the stop at a non-finite loss."""
 
 import copy
 
@@ -7,13 +8,14 @@ import pytest
 import torch
 
 from mlic.config import TrainConfig
+from mlic.errors import MlicError
+from mlic.loop.batches import CachedSamples
+from mlic.loop.runtime import make_runtime
 from mlic.models.registry import ArchConfig
-from mlic.tasks.base import Phase, StepOutput
+from mlic.tasks.base import Phase, StepOutput, Task
 from mlic.tasks.multilabel import MultiLabelTask
 from mlic.train.augment import create_augmentation
-from mlic.train.batches import CachedSamples
-from mlic.train.engine import Engine, fit, make_engine, seed_epoch, warmup_cosine
-from mlic.train.runtime import make_runtime
+from mlic.train.engine import Engine, fit, load_checkpoint, make_engine, save_checkpoint, seed_epoch, warmup_cosine
 from mlic.train.sampling import make_train_loader
 
 N, D, C = 32, 6, 3
@@ -214,3 +216,43 @@ def test_early_stopping_waits_for_the_last_phase():
     phases = [Phase("head", 3, trainable=("1.",)), Phase("all", 2)]
     engine = _train(cfg, lambda m: (next(scores), {}), model=model, phases=phases)
     assert engine.state.epoch == 4  # not stopped during the head phase; stopped one epoch into the last one
+
+
+class NanAtStep(Task):
+    """A task whose loss turns NaN at one (epoch, step): as a diverging run would."""
+
+    def __init__(self, labels: np.ndarray, epoch: int, step: int, per_epoch: int):
+        super().__init__(ArchConfig())
+        self.inner = _task(labels)
+        self.sources, self.at, self.calls, self.per_epoch = ("hog",), (epoch, step), 0, per_epoch
+
+    def training_step(self, net, batch) -> StepOutput:
+        self.calls += 1
+        out = self.inner.training_step(net, batch)
+        epoch, step = divmod(self.calls - 1, self.per_epoch)
+        if (epoch + 1, step + 1) == self.at:
+            return StepOutput(out.loss * float("nan"), out.parts)
+        return out
+
+
+def test_a_non_finite_loss_stops_training_naming_epoch_and_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    features, labels = _problem()
+    cfg = TrainConfig(epochs=3, batch_size=8, augment="none", device="cpu")
+    loader = make_train_loader(CachedSamples({"hog": features}, np.arange(N), np.zeros(N, dtype=int), labels), labels,
+                               cfg)  # fmt: skip
+    rt = make_runtime(cfg, STATS, torch.device("cpu"))
+
+    def engine():
+        torch.manual_seed(0)
+        model = torch.nn.Linear(D, C)
+        return make_engine(model, model, cfg, rt, len(loader))
+
+    task = NanAtStep(labels, epoch=2, step=3, per_epoch=len(loader))
+    checkpoint = tmp_path / "last.pt"
+    trained = engine()
+    with pytest.raises(MlicError, match=r"training loss is nan at epoch 2, step 3 of 4") as raised:
+        fit(trained, loader, task, cfg, rt, on_epoch=lambda e, _: save_checkpoint(e, checkpoint, "run"))
+    assert "keeps the last good epoch (1)" in str(raised.value) and "--resume" in str(raised.value)
+    restored = engine()
+    assert load_checkpoint(restored, checkpoint, "run") and restored.state.epoch == 1
+    assert all(torch.isfinite(p).all() for p in restored.model.parameters())

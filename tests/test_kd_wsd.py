@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from conftest import arch_model
+from conftest import arch_model, tiny_entry, tiny_options
 
 import mlic.models.regions
 from mlic.errors import ConfigError, MlicError
@@ -18,13 +18,9 @@ from mlic.tasks.base import FoldRun
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 CLASSES = 3
-TEACHER = {"arch": "wsddn", "backbone": "resnet10t", "hidden": 16, "roi_channels": 8}
-STUDENT = {"arch": "baseline", "backbone": "resnet10t", "extra_filters": 8}
+TEACHER, STUDENT = tiny_options("kd_wsd")["teacher"], tiny_options("kd_wsd")["student"]  # a wsddn and a baseline
 # students whose backbones are built features_only (a list of maps): the deepest is the one matched to the teacher's
-FEATURE_LIST_STUDENTS = [
-    {"arch": "csra", "backbone": "resnet10t"},
-    {"arch": "hourglass", "backbone": "resnet10t", "feature_indices": [2, 3, 4]},
-]
+FEATURE_LIST_STUDENTS = [tiny_entry("csra"), tiny_entry("hourglass") | {"feature_indices": [2, 3, 4]}]
 
 
 def student_and_teacher(student=STUDENT, **options):
@@ -125,7 +121,7 @@ def test_the_student_predicts_alone_and_without_distillation_reads_no_boxes():
 
 def test_a_teacher_from_another_fold_or_other_rows_is_refused():
     rows = np.array([0, 2, 3, 5])
-    from mlic.train.fold import rows_digest
+    from mlic.tasks.base import rows_digest
 
     run = FoldRun(cfg=None, model="kd_wsd", fold=1, train_rows=rows, device=torch.device("cpu"))
     check_teacher({"fold": 1, "train_rows_sha256": rows_digest(rows[::-1])}, run, "t")  # order does not matter
@@ -136,19 +132,27 @@ def test_a_teacher_from_another_fold_or_other_rows_is_refused():
 
 
 def test_the_dvc_train_stage_of_a_fold_depends_on_that_folds_teacher():
-    dvc = yaml.safe_load((Path(__file__).resolve().parents[1] / "src/mlic/dvc_template.yaml").read_text())["stages"]
-    teacher_out = dvc["teacher"]["outs"][0]
-    assert teacher_out == "${train.teacher_dir}/${item.model}/fold_${item.fold}"
-    assert teacher_out in dvc["train"]["deps"]
-    assert dvc["teacher"]["matrix"] == dvc["train"]["matrix"]
+    from mlic.config import config_from_dict
+    from mlic.pipeline import generate
+
+    root = Path(__file__).resolve().parents[1]
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["train"]["models"] = ["kd_wsd"]
+    stages = yaml.safe_load(generate(config_from_dict(params), root))["stages"]
+    for fold in params["train"]["folds"]:
+        teacher_out = stages[f"teacher-kd_wsd-{fold}"]["outs"][0]
+        assert teacher_out == f"data/processed/teachers/kd_wsd/fold_{fold}"
+        teachers = [d for d in stages[f"train-kd_wsd-{fold}"]["deps"] if d.startswith("data/processed/teachers")]
+        assert teachers == [teacher_out]  # its own fold's teacher, no other
 
 
+@pytest.mark.slow  # the stages prepare, folds, proposals, teacher (x 2) and train, in process: 2 s and more
 def test_teacher_and_student_stages_train_without_fold_leakage(sample_competition, tmp_path, monkeypatch):
     """Stages teacher then train on a tiny sample: the teacher saw only the fold's training rows, and a student
     handed another fold's teacher refuses it."""
     from mlic.cli import main as mlic
     from mlic.layout import load_checkpoint, load_folds, load_prepared
-    from mlic.train.fold import rows_digest
+    from mlic.tasks.base import rows_digest
 
     params = {
         "data": {"root": str(sample_competition)},
@@ -165,7 +169,6 @@ def test_teacher_and_student_stages_train_without_fold_leakage(sample_competitio
         ["prepare"],
         ["folds"],
         ["proposals"],
-        ["code", "--model", "kd"],  # its record names the teacher
         ["teacher", "--model", "kd", "--fold", "0"],
         ["teacher", "--model", "kd", "--fold", "1"],
         ["train", "--model", "kd", "--fold", "0"],

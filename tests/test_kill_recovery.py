@@ -18,25 +18,39 @@ import numpy as np
 import pytest
 import yaml
 
-from mlic.config import config_from_dict
 from mlic.io import atomic_path, remove_stale_temps
 
-# Big enough that each cache write takes a second or more (decoding 2,000 128 px JPEGs into 4 views each; HOG of
-# 8,000 views at 64 px), small enough for ~30 s for the whole file on 2 cores.
-SAMPLE = {"n_train": 2000, "n_test": 200, "image_size": 128}
 PARAMS = {
     "prepare": {"image_size": 32, "crop_views": 3, "num_workers": 1, "out_dir": "out/prepare"},
-    "hog": {"image_size": 64, "num_workers": 1, "out_dir": "out/hog"},
+    "hog": {"image_size": 32, "num_workers": 1, "out_dir": "out/hog"},
 }
+# Runs `mlic <stage>` with one step of its write stalled: the stalled process touches a marker and sleeps, and the
+# test SIGKILLs it then. The kill lands at a known point of the write whatever the machine's speed, so that the tiny
+# session sample serves (a timing guess needed a 2,000-image sample for each write to last a second or more).
+STALLER = """
+import sys, time
+from pathlib import Path
+import mlic.data.images, mlic.stages.hog
+marker, stage = Path(sys.argv[1]), sys.argv[2]
 
+def stall():
+    marker.touch()
+    time.sleep(600)
 
-@pytest.fixture(scope="module")
-def competition(tmp_path_factory) -> Path:
-    from mlic.stages import sample
-
-    root = tmp_path_factory.mktemp("kill") / "competition"
-    sample.main(config_from_dict({"sample": {"out_dir": str(root), **SAMPLE}}))
-    return root
+decoded, file_views, save_hog = [0], mlic.data.images.file_views, mlic.stages.hog.save_hog
+def half_way_through_the_cache(*args, **kwargs):  # prepare: the train cache's rows 0-19 are written, 20- are not
+    decoded[0] += 1
+    if decoded[0] == 21:
+        stall()
+    return file_views(*args, **kwargs)
+def after_the_arrays(*args, **kwargs):  # hog: the arrays are in the temp folder, its config is not yet
+    save_hog(*args, **kwargs)
+    stall()
+mlic.data.images.file_views = half_way_through_the_cache
+mlic.stages.hog.save_hog = after_the_arrays
+from mlic.cli import main
+sys.exit(main([stage]))
+"""
 
 
 def project(folder: Path, competition: Path, prepared: Path | None = None) -> Path:
@@ -49,32 +63,35 @@ def project(folder: Path, competition: Path, prepared: Path | None = None) -> Pa
     return folder
 
 
-def stage(name: str) -> list[str]:
-    return [sys.executable, "-m", "mlic.cli", name]
-
-
 def run_stage(folder: Path, name: str) -> None:
-    result = subprocess.run(stage(name), cwd=folder, capture_output=True, text=True)
-    assert result.returncode == 0, f"mlic {name}:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+    """`mlic <name>` in `folder`, in this process (the CLI as a user runs it, without a second interpreter)."""
+    from mlic.cli import main
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        assert main([name]) == 0, f"mlic {name} failed"
 
 
-def kill_while_writing(folder: Path, name: str, partial: str, settle: float) -> Path:
-    """Start `mlic <name>`, SIGKILL it `settle` s after a path matching the glob `partial` appears; return that path."""
-    proc = subprocess.Popen(stage(name), cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def kill_while_writing(folder: Path, name: str, partial: str) -> Path:
+    """Start `mlic <name>`, SIGKILL it where it stalls in its write; return the path matching the glob `partial`."""
+    marker = folder / "stalled"
+    proc = subprocess.Popen([sys.executable, "-c", STALLER, str(marker), name], cwd=folder,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
     deadline = time.monotonic() + 120
     try:
         while proc.poll() is None and time.monotonic() < deadline:
-            found = sorted(folder.glob(partial))
-            if found:
-                time.sleep(settle)  # well into the write
+            if marker.exists():
                 proc.send_signal(signal.SIGKILL)
                 assert proc.wait() == -signal.SIGKILL
+                marker.unlink()
+                found = sorted(folder.glob(partial))
+                assert found, f"nothing matched {partial} when mlic {name} was killed"
                 return found[0]
             time.sleep(0.01)
     finally:
         proc.kill()
         proc.wait()  # reaped: a zombie would still count as a running writer
-    pytest.fail(f"mlic {name} ended (rc {proc.returncode}) before anything matched {partial}")
+    pytest.fail(f"mlic {name} ended (rc {proc.returncode}) before it stalled:\n{proc.stderr.read()[-2000:]}")
 
 
 def assert_same_output(ours: Path, clean: Path) -> None:
@@ -97,17 +114,17 @@ def assert_no_leftovers(folder: Path, output: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def clean(competition, tmp_path_factory) -> Path:
+def clean(sample_competition, tmp_path_factory) -> Path:
     """A project where `prepare` and `hog` ran once, uninterrupted."""
-    folder = project(tmp_path_factory.mktemp("clean") / "project", competition)
+    folder = project(tmp_path_factory.mktemp("clean") / "project", sample_competition)
     run_stage(folder, "prepare")
     run_stage(folder, "hog")
     return folder
 
 
-def test_prepare_killed_while_writing_the_image_cache_recovers_on_rerun(competition, clean, tmp_path):
-    folder = project(tmp_path / "project", competition)
-    cache = kill_while_writing(folder, "prepare", "out/.prepare.*.tmp/.train_images.npy.*.tmp", settle=0.3)
+def test_prepare_killed_while_writing_the_image_cache_recovers_on_rerun(sample_competition, clean, tmp_path):
+    folder = project(tmp_path / "project", sample_competition)
+    cache = kill_while_writing(folder, "prepare", "out/.prepare.*.tmp/.train_images.npy.*.tmp")
     assert cache.is_file() and not (folder / "out" / "prepare").exists()  # killed half way through the cache
 
     run_stage(folder, "prepare")
@@ -116,11 +133,10 @@ def test_prepare_killed_while_writing_the_image_cache_recovers_on_rerun(competit
     assert_no_leftovers(folder, "prepare")
 
 
-def test_hog_killed_while_writing_its_arrays_recovers_on_rerun(competition, clean, tmp_path):
-    folder = project(tmp_path / "project", competition, prepared=clean / "out" / "prepare")
-    # HOG fills its temp folder once the features are computed, so the kill lands while the folder is being made
-    temp = kill_while_writing(folder, "hog", "out/.hog.*.tmp", settle=0.5)
-    assert temp.is_dir() and not (folder / "out" / "hog").exists()
+def test_hog_killed_while_writing_its_arrays_recovers_on_rerun(sample_competition, clean, tmp_path):
+    folder = project(tmp_path / "project", sample_competition, prepared=clean / "out" / "prepare")
+    temp = kill_while_writing(folder, "hog", "out/.hog.*.tmp")
+    assert temp.is_dir() and any(temp.iterdir()) and not (folder / "out" / "hog").exists()  # half made
 
     run_stage(folder, "hog")
 

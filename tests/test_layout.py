@@ -59,7 +59,7 @@ def test_ensemble_round_trips_and_missing_outputs_say_which_stage_to_run(tmp_pat
     assert saved == {"train": {"models": ["baseline"], "folds": [0, 1, 2]}, "ensemble": cfg.to_dict()["ensemble"]}
     with pytest.raises(MlicError, match="dvc repro ensemble"):
         layout.load_ensemble(tmp_path / "nowhere")
-    with pytest.raises(MlicError, match="train@m-2"):
+    with pytest.raises(MlicError, match="train-m-2"):
         layout.load_fold_predictions(tmp_path / "nowhere", 2, "m")
 
 

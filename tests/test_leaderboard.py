@@ -1,18 +1,27 @@
-"""benchmarks/leaderboard.py: phase rescaling, the row's entry, and one hog_linear row on the tiny sample, cached."""
+"""benchmarks/leaderboard.py and its parts (benchmarks/lb/): phase rescaling, the row's entry, the cache's code
+digests, the decoded-sets table, and one hog_linear row on the tiny sample, cached."""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
-from conftest import load_benchmark
+import yaml
+from conftest import REPO, load_benchmark
 
 
 @pytest.fixture(scope="module")
-def leaderboard():
-    """The benchmark script as a module."""
-    return load_benchmark("leaderboard")
+def lb():
+    """The script and its `lb` modules, imported as `python benchmarks/leaderboard.py` does (benchmarks/ first on
+    the path); the path is restored after the module's tests, the imported modules stay."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(REPO / "benchmarks"))
+        parts = {name: importlib.import_module(f"lb.{name}") for name in ("params", "cache", "table")}
+        return SimpleNamespace(main=load_benchmark("leaderboard").main, **parts)
 
 
 @pytest.mark.parametrize(
@@ -25,12 +34,12 @@ def leaderboard():
         ([1, 1, 1, 1], 2, [1, 1, 0, 0]),  # fewer epochs than phases: the engine will refuse it, and the row fails
     ],
 )
-def test_rescale_phases(leaderboard, lengths, total, expected):
-    assert leaderboard.rescale_phases(lengths, total) == expected
-    assert sum(leaderboard.rescale_phases(lengths, total)) == total
+def test_rescale_phases(lb, lengths, total, expected):
+    assert lb.params.rescale_phases(lengths, total) == expected
+    assert sum(lb.params.rescale_phases(lengths, total)) == total
 
 
-def test_arch_entry_overrides_backbone_and_rescales_any_phase_epochs(leaderboard, monkeypatch):
+def test_arch_entry_overrides_backbone_and_rescales_any_phase_epochs(lb, monkeypatch):
     from mlic.models.backbones import BackboneConfig
     from mlic.models.registry import ARCHS, ArchSpec
 
@@ -41,23 +50,24 @@ def test_arch_entry_overrides_backbone_and_rescales_any_phase_epochs(leaderboard
     # registered for this test only: the registry's table is restored afterwards
     monkeypatch.setitem(ARCHS._entries, "phased", ArchSpec("phased", PhasedConfig, lambda cfg, dims: None))
     models = {"other": {"arch": "baseline"}, "mine": {"arch": "phased", "phase_epochs": [2, 4, 2], "pretrained": True}}
-    entry = leaderboard.arch_entry("phased", models, "resnet18", 4)
+    entry = lb.params.arch_entry("phased", models, "resnet18", 4)
     assert entry == {"arch": "phased", "phase_epochs": [1, 2, 1], "pretrained": False, "backbone": "resnet18",
                      "pretrained_file": None}  # fmt: skip
     # no entry of that arch in params: the config's defaults, its default phases rescaled
-    assert leaderboard.arch_entry("phased", {}, "resnet10t", 8)["phase_epochs"] == [2, 2, 4]
-    assert leaderboard.arch_entry("hog_linear", {}, "resnet10t", 3) == {"arch": "hog_linear"}  # no backbone key
+    assert lb.params.arch_entry("phased", {}, "resnet10t", 8)["phase_epochs"] == [2, 2, 4]
+    assert lb.params.arch_entry("hog_linear", {}, "resnet10t", 3) == {"arch": "hog_linear"}  # no backbone key
 
 
-def test_hog_linear_row_columns_table_and_cache(leaderboard, sample_competition, tmp_path, capsys):
+@pytest.mark.slow  # two runs of the benchmark's stages on the sample: 2-3 s
+def test_hog_linear_row_columns_table_and_cache(lb, sample_competition, tmp_path, capsys):
     out, work = tmp_path / "board.md", tmp_path / "work"
     argv = ["--archs", "hog_linear", "--epochs", "1", "--n-splits", "2", "--data-root", str(sample_competition),
             "--work", str(work), "--out", str(out)]  # fmt: skip
-    first = leaderboard.main(argv)
+    first = lb.main(argv)
     [row] = first["rows"]
     assert row["status"] == "ok" and row["cached"] is False
-    assert set(leaderboard.COLUMNS) <= set(row)
-    assert all(row[c] is not None for c in leaderboard.COLUMNS if c != "oof_f2_nested")  # nested: None on few rows
+    assert set(lb.table.COLUMNS) <= set(row)
+    assert all(row[c] is not None for c in lb.table.COLUMNS if c != "oof_f2_nested")  # nested: None on few rows
     assert 0 <= row["test_f2"] <= 1 and 0 <= row["oof_f2"] <= 1 and 0 <= row["oof_map"] <= 1
     assert row["head_parameters"] == row["parameters"] > 0  # no backbone: all of it is head
     assert row["epochs_run"] == 1 and row["train_images_per_s"] > 0
@@ -68,7 +78,7 @@ def test_hog_linear_row_columns_table_and_cache(leaderboard, sample_competition,
 
     train_log = work / "rows" / "hog_linear" / "logs" / "train.log"
     written = train_log.stat().st_mtime_ns
-    second = leaderboard.main(argv)
+    second = lb.main(argv)
     [again] = second["rows"]
     assert again["cached"] is True and second["upstream"]["reused"] is True
     assert train_log.stat().st_mtime_ns == written  # no train stage ran
@@ -76,45 +86,81 @@ def test_hog_linear_row_columns_table_and_cache(leaderboard, sample_competition,
     assert "hog_linear (cached)" in out.read_text()
 
 
-def test_row_code_is_the_stages_and_its_own_arch_only(leaderboard):
+def test_row_code_is_the_stages_and_its_own_arch_only(lb):
     """An edit to one architecture's module changes that row's key alone."""
-    hog = leaderboard.code_hashes(leaderboard.ROW_STAGES, "hog_linear")
-    base = leaderboard.code_hashes(leaderboard.ROW_STAGES, "baseline")
+    hog = lb.cache.code_digests(lb.params.ROW_STAGES, "hog_linear")
+    base = lb.cache.code_digests(lb.params.ROW_STAGES, "baseline")
     assert "mlic.models.hog_linear" in hog and "mlic.models.hog_linear" not in base
     assert "mlic.models.baseline" in base and "mlic.models.baseline" not in hog
     assert not any(m == "mlic.models.hourglass" for m in [*hog, *base])
     assert {"mlic.stages.train", "mlic.stages.thresholds", "mlic.tools"} <= set(hog) & set(base)
 
 
-def test_a_decoding_row_gets_its_sets_tabled_beside_its_thresholds(leaderboard):
+def test_a_decoding_row_gets_its_sets_tabled_beside_its_thresholds(lb):
     plain = {"arch": "baseline", "status": "ok", "test_f2": 0.88, "oof_f2": 0.87, "threshold_method": "global"}
     sets = {"end": {"test_f2": 0.7, "oof_f2": 0.69, "labels_per_row_test": 2.1},
             "stop_rule": {"test_f2": 0.75, "oof_f2": 0.74, "labels_per_row_test": 2.0, "tau": 0.3}}  # fmt: skip
     decoder = plain | {"arch": "cnn_rnn", "test_f2": 0.8, "oof_f2": 0.79, "decoded": sets}
-    assert leaderboard.decoded_lines([plain]) == []
-    lines = leaderboard.decoded_lines([plain, decoder])
+    assert lb.table.decoded_lines([plain]) == []
+    lines = lb.table.decoded_lines([plain, decoder])
     assert "| cnn_rnn | scores + thresholds (global) | 0.8000 | 0.7900 | - |" in lines
     assert "| cnn_rnn | decoded set, END rule | 0.7000 | 0.6900 | 2.10 |" in lines
     assert "| cnn_rnn | decoded set, stop rule (tau 0.3) | 0.7500 | 0.7400 | 2.00 |" in lines
     assert not any(line.startswith("| baseline") for line in lines)
 
 
-def test_region_rows_the_distillation_control_and_the_cam_row(leaderboard):
+def test_region_rows_the_distillation_control_and_the_cam_row(lb):
     """kd_wsd gets its control row (same student, no teacher); nested entries get the budget's backbone; sca reads
     the cam boxes of the baseline row's trained fold, and its own proposals folder."""
-    assert leaderboard.select_archs(["kd_wsd_plain"]) == ["kd_wsd_plain"]
-    every = leaderboard.select_archs(None)
+    assert lb.params.select_archs(["kd_wsd_plain"]) == ["kd_wsd_plain"]
+    every = lb.params.select_archs(None)
     assert {"wsddn", "kd_wsd", "kd_wsd_plain", "sca"} <= set(every) and every.index("baseline") < every.index("sca")
     models = {"kd_wsd": {"arch": "kd_wsd", "student": {"arch": "baseline", "backbone": "resnet50"},
                          "teacher": {"arch": "wsddn", "backbone": "resnet50", "pretrained": True}}}  # fmt: skip
-    entry = leaderboard.arch_entry("kd_wsd", models, "resnet10t", 5)
+    entry = lb.params.arch_entry("kd_wsd", models, "resnet10t", 5)
     assert entry["student"]["backbone"] == entry["teacher"]["backbone"] == "resnet10t"
     assert entry["teacher"]["pretrained"] is False and "backbone" not in entry
     shared = {"proposals": {"method": "windows", "out_dir": "upstream/x/proposals", "cam": {"tau": 0.5}},
               "train": {}, "ensemble": {}, "thresholds": {}, "submit": {}, "evaluate": {}}  # fmt: skip
-    sca = leaderboard.row_params(shared, "sca", {"arch": "sca"})["proposals"]
+    sca = lb.params.row_params(shared, "sca", {"arch": "sca"})["proposals"]
     assert sca["method"] == "cam" and sca["out_dir"] == "rows/sca/proposals"
-    assert sca["cam"] == {"tau": 0.5, "model": "baseline", "run_dir": leaderboard.CAM_RUN}
-    assert leaderboard.row_params(shared, "wsddn", {"arch": "wsddn"})["proposals"] == shared["proposals"]
-    code = leaderboard.code_hashes(leaderboard.ROW_STAGES, "kd_wsd", ["mlic.models.baseline", "mlic.models.wsddn"])
+    assert sca["cam"] == {"tau": 0.5, "model": "baseline", "run_dir": lb.params.CAM_RUN}
+    assert lb.params.row_params(shared, "wsddn", {"arch": "wsddn"})["proposals"] == shared["proposals"]
+    code = lb.cache.code_digests(lb.params.ROW_STAGES, "kd_wsd", ["mlic.models.baseline", "mlic.models.wsddn"])
     assert {"mlic.models.kd_wsd", "mlic.models.baseline", "mlic.models.wsddn", "mlic.stages.teacher"} <= set(code)
+
+
+def test_the_cache_stores_a_row_and_keys_the_shared_stages_by_what_they_read(lb, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the cache's paths are relative to the work folder
+    key = "ab" * 32
+    assert lb.cache.load_row("baseline", key) is None
+    lb.cache.store_row("baseline", key, {"arch": "baseline", "test_f2": 0.5})
+    assert lb.cache.row_file("baseline", key) == Path("cache") / f"baseline-{key[:16]}.json"
+    assert lb.cache.load_row("baseline", key) == {"arch": "baseline", "test_f2": 0.5}
+    assert lb.cache.load_row("baseline", "cd" * 32) is None
+
+    def probe(image_size: int, upstream: str) -> dict:
+        return {"data": {"root": "d"}, "prepare": {"image_size": image_size, "out_dir": f"{upstream}/prepare"},
+                "hog": {"out_dir": f"{upstream}/hog"}, "folds": {"n_splits": 2, "out_file": f"{upstream}/folds.csv"},
+                "proposals": {"method": "windows", "out_dir": f"{upstream}/proposals"}}  # fmt: skip
+
+    folder = lb.cache.upstream_folder(probe(64, "upstream"), None)
+    assert folder.startswith("upstream/") and len(folder) == len("upstream/") + 16
+    assert lb.cache.upstream_folder(probe(64, "elsewhere"), None) == folder  # output paths are not in the key
+    assert lb.cache.upstream_folder(probe(32, "upstream"), None) != folder
+    assert lb.cache.upstream_folder(probe(64, "upstream"), 100) != folder
+    assert lb.cache.upstream_done(tmp_path) is None
+    lb.cache.mark_upstream_done(tmp_path, {"prepare": 1.5})
+    assert lb.cache.upstream_done(tmp_path) == {"seconds": {"prepare": 1.5}}
+
+
+def test_only_a_distilled_row_runs_the_teacher_stage(lb):
+    base = yaml.safe_load((REPO / "params.yaml").read_text())
+    args = SimpleNamespace(image_size=64, n_splits=2, epochs=2)
+    shared = lb.params.shared_params(base, args, "upstream/x", "data")
+    rows = {name: lb.params.VARIANTS.get(name, (name, {})) for name in ("baseline", "kd_wsd", "kd_wsd_plain")}
+    teachers = {}
+    for name, (arch, overrides) in rows.items():
+        entry = lb.params.arch_entry(arch, base["models"], "resnet10t", 2) | overrides
+        teachers[name] = lb.params.has_teacher(name, lb.params.row_params(shared, name, entry))
+    assert teachers == {"baseline": False, "kd_wsd": True, "kd_wsd_plain": False}

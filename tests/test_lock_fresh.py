@@ -120,7 +120,7 @@ def value_differences(recorded: Any, now: Any, key: str) -> list[tuple[str, Any,
 
 
 def resolved_stages(root: Path) -> dict[str, Resolved]:
-    """dvc.yaml's stages by the names dvc.lock uses (`train@baseline-0`), read by DVC's API (about a second)."""
+    """dvc.yaml's stages by the names dvc.lock uses (`train-baseline-0`), read by DVC's API (about a second)."""
     from dvc.dependency.param import ParamsDependency
     from dvc.repo import Repo
 

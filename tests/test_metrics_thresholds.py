@@ -22,7 +22,7 @@ from mlic.metrics import (
     top_k_predictions,
 )
 from mlic.predict.threshold_fitting import best_cut, fit_thresholds, nested_evaluation, regularise
-from mlic.predict.thresholds import binarize, shared_threshold_scores, threshold_grid
+from mlic.thresholds import binarize, shared_threshold_scores, threshold_grid
 
 
 def model_like(labels: np.ndarray, seed: int = 0, strength: float = 2.0) -> np.ndarray:
@@ -152,12 +152,12 @@ def test_best_cut_gain_equals_the_change_in_summed_score(noisy):
 
 
 @pytest.mark.parametrize("method", ["global", "per_class_exact", "optuna"])
-def test_methods_are_deterministic_and_beat_the_default_threshold(noisy, method, tmp_path):
+def test_methods_are_deterministic_and_beat_the_default_threshold(noisy, method, sqlite_dir):
     labels, probs = noisy
-    cfg = ThresholdsConfig(method=method, optuna_trials=20, optuna_storage=str(tmp_path / "a.db"))
+    cfg = ThresholdsConfig(method=method, optuna_trials=12, optuna_storage=str(sqlite_dir / "a.db"))
     thresholds = fit_thresholds(probs, labels, cfg)
     again = fit_thresholds(
-        probs, labels, ThresholdsConfig(**{**cfg.__dict__, "optuna_storage": str(tmp_path / "b.db")})
+        probs, labels, ThresholdsConfig(**{**cfg.__dict__, "optuna_storage": str(sqlite_dir / "b.db")})
     )
     assert np.array_equal(thresholds, again)
     # The untuned 0.5 cut is a candidate of every method, and on these weak probabilities F2's best cuts lie well
@@ -166,26 +166,26 @@ def test_methods_are_deterministic_and_beat_the_default_threshold(noisy, method,
     assert fbeta_samples(labels, binarize(probs, thresholds)) >= at_half + 0.05
 
 
-def test_exact_beats_global_and_optuna_starts_from_exact(noisy, tmp_path):
+def test_exact_beats_global_and_optuna_starts_from_exact(noisy, sqlite_dir):
     labels, probs = noisy
     scores = {}
     for method in ("global", "per_class_exact", "optuna"):
-        cfg = ThresholdsConfig(method=method, optuna_trials=15, optuna_storage=str(tmp_path / "s.db"), min_labels=0)
+        cfg = ThresholdsConfig(method=method, optuna_trials=15, optuna_storage=str(sqlite_dir / "s.db"), min_labels=0)
         scores[method] = fbeta_samples(labels, binarize(probs, fit_thresholds(probs, labels, cfg), 0))
     assert scores["global"] <= scores["per_class_exact"] <= scores["optuna"] + 1e-12
 
 
-def test_optuna_study_resumes_from_its_sqlite_storage(noisy, tmp_path):
+def test_optuna_study_resumes_from_its_sqlite_storage(noisy, sqlite_dir):
     import optuna
 
     labels, probs = noisy
-    cfg = ThresholdsConfig(method="optuna", optuna_trials=8, optuna_storage=str(tmp_path / "study.db"))
+    cfg = ThresholdsConfig(method="optuna", optuna_trials=8, optuna_storage=str(sqlite_dir / "study.db"))
     first = fit_thresholds(probs, labels, cfg)
-    (summary,) = optuna.study.get_all_study_summaries(f"sqlite:///{tmp_path / 'study.db'}")
+    (summary,) = optuna.study.get_all_study_summaries(f"sqlite:///{sqlite_dir / 'study.db'}")
     assert summary.n_trials == 8
     more = dataclasses.replace(cfg, optuna_trials=12)
     fit_thresholds(probs, labels, more)  # 4 more trials in the same study, not 12 new ones
-    (summary,) = optuna.study.get_all_study_summaries(f"sqlite:///{tmp_path / 'study.db'}")
+    (summary,) = optuna.study.get_all_study_summaries(f"sqlite:///{sqlite_dir / 'study.db'}")
     assert summary.n_trials == 12 and first.shape == (6,)
 
 

@@ -13,14 +13,14 @@ from tqdm import tqdm
 
 from mlic.config import TrainConfig
 from mlic.layout import Prepared
+from mlic.loop.batches import CachedSamples
+from mlic.loop.runtime import make_runtime
 from mlic.models.registry import ArchConfig
 from mlic.progress import ENV_VAR, LineProgress, progress_mode, track
 from mlic.tasks.base import Phase
 from mlic.tasks.multilabel import MultiLabelTask
-from mlic.train.batches import CachedSamples
 from mlic.train.engine import fit, make_engine
 from mlic.train.fold import FoldData, epoch_callback, epoch_line, make_validate, start_live
-from mlic.train.runtime import make_runtime
 from mlic.train.sampling import make_train_loader
 
 N, D, C, EPOCHS = 32, 6, 3, 3

@@ -5,13 +5,13 @@ import pytest
 import torch
 
 from mlic.config import ProposalsConfig, config_from_dict
-from mlic.data.sources import SOURCES, view_boxes
 from mlic.errors import MlicError
 from mlic.features.proposal_store import cam_proposals, load_proposals, pad_boxes, proposals_of_views
 from mlic.features.proposals import box_iou
-from mlic.predict.tta import TTA_VIEWS, view_inputs
+from mlic.loop.batches import CachedSamples
+from mlic.loop.tta import TTA_VIEWS, view_inputs
+from mlic.sources import SOURCES, view_boxes
 from mlic.train.augment import create_augmentation
-from mlic.train.batches import CachedSamples
 
 SIZE = 32
 

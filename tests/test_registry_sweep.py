@@ -4,17 +4,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import arch_model
+from conftest import arch_model, tiny_options
 
-from mlic.config import DataConfig, ThresholdsConfig, TrainConfig, config_from_dict
+from mlic.config import DataConfig, ModelEntry, ThresholdsConfig, TrainConfig, config_from_dict
 from mlic.data.competitions import COMPETITIONS
-from mlic.data.sources import SOURCES, SourceData
 from mlic.data.submission import read_submission
 from mlic.errors import ConfigError
+from mlic.loop.tta import TTA_VIEWS, tta_views
 from mlic.models.kd_wsd import student_archs
-from mlic.models.registry import discover_archs, get_arch
+from mlic.models.registry import discover_archs, get_arch, resolve_entry
 from mlic.predict.threshold_fitting import THRESHOLD_METHODS, fit_thresholds
-from mlic.predict.tta import TTA_VIEWS, tta_views
+from mlic.sources import SOURCES, SourceData
 from mlic.tasks.losses import LOSSES, create_loss
 from mlic.train.augment import AUGMENTATIONS, create_augmentation
 from mlic.train.engine import OPTIMIZERS
@@ -22,23 +22,6 @@ from mlic.train.sampling import SAMPLERS, make_train_loader
 
 NUM_CLASSES = 5
 HOG_DIM = 12
-# Small settings per architecture, so the sweep runs in seconds; an architecture missing here runs its defaults
-TINY = {
-    "baseline": {"backbone": "resnet10t", "extra_filters": 8},
-    "hourglass": {"backbone": "resnet10t", "deep_supervision": True},  # auxiliary logits too
-    "resnet50_hog": {"backbone": "resnet10t", "hog_projection": 4},
-    "srn": {"backbone": "resnet10t", "sr_map_size": 2},  # X is 2 x 2 at 32 px
-    "csra": {"backbone": "resnet10t", "num_heads": 2},  # a softmax head (T=1) and a max head (T=99)
-    # 2 learnable queries for 5 labels: the group FC keeps 5 of its 6 outputs
-    "ml_decoder": {"backbone": "resnet10t", "decoder_dim": 32, "num_queries": 2, "learnable_queries": True},
-    "cnn_rnn": {"backbone": "resnet10t", "embed_dim": 8, "hidden_size": 16, "attention_dim": 8},
-    "wsddn": {"backbone": "resnet10t", "hidden": 16, "roi_channels": 8, "dropout": 0.1},
-    "sca": {"backbone": "resnet10t", "fpn_channels": 16, "hidden": 16},
-    "kd_wsd": {
-        "student": {"arch": "baseline", "backbone": "resnet10t", "extra_filters": 8},
-        "teacher": {"arch": "wsddn", "backbone": "resnet10t", "hidden": 16, "roi_channels": 8},
-    },
-}
 # boxes: the whole image, two halves and two small squares per image, scored from object-like to background
 SWEEP_BOXES = torch.tensor([[0, 0, 32, 32, 0.9], [0, 0, 16, 32, 0.6], [16, 0, 16, 32, 0.3], [4, 4, 8, 8, 0.1],
                             [20, 20, 8, 8, 0.05]], dtype=torch.float32)  # fmt: skip
@@ -50,7 +33,7 @@ TARGET = torch.tensor([[1, 0, 0, 1, 0], [0, 1, 0, 0, 0], [1, 1, 1, 0, 0], [0, 0,
 @pytest.mark.parametrize("name", discover_archs())
 def test_every_architecture_trains_with_every_loss(name, loss):
     """Arch x loss on CPU through its task: one training step with finite loss and gradients, then (N, C) scores."""
-    model, task = arch_model(name, NUM_CLASSES, {"image": 3, "hog": HOG_DIM}, **TINY.get(name, {}), loss=loss)
+    model, task = arch_model(name, NUM_CLASSES, {"image": 3, "hog": HOG_DIM}, **tiny_options(name) | {"loss": loss})
     assert set(task.sources) <= set(SOURCES.names())
     task.setup(TARGET.numpy())
     batch = {**{k: BATCH[k] for k in task.sources}, "target": TARGET}
@@ -72,8 +55,8 @@ def test_every_architecture_trains_with_every_loss(name, loss):
 
 
 def kd_wsd_with(student: str) -> tuple[torch.nn.Module, object]:
-    """A tiny kd_wsd whose student is a tiny `student` (its TINY settings), and its task, set up with a teacher."""
-    options = {**TINY["kd_wsd"], "student": {"arch": student, **TINY.get(student, {})}}
+    """A tiny kd_wsd whose student is a tiny `student` (its own tiny settings), and its task, set up with a teacher."""
+    options = tiny_options("kd_wsd") | {"student": {"arch": student, **tiny_options(student)}}
     model, task = arch_model("kd_wsd", NUM_CLASSES, {"image": 3, "hog": HOG_DIM}, **options)
     teacher, _ = arch_model("wsddn", NUM_CLASSES, **{k: v for k, v in options["teacher"].items() if k != "arch"})
     task.attach_teacher(teacher)
@@ -108,11 +91,22 @@ def test_kd_wsd_refuses_every_other_arch_as_its_student(arch):
         kd_wsd_with(arch)
 
 
+@pytest.mark.parametrize("name", discover_archs())
+def test_every_architecture_declares_tiny_settings_its_config_accepts(name):
+    """The sweeps (here, the ONNX export's, the heads' tests) read them: `register_arch(..., tiny={...})`."""
+    spec = get_arch(name)
+    assert spec.tiny, f"{name}: declare its tiny settings, register_arch(..., tiny={{...}}), in mlic/models/{name}.py"
+    resolved = resolve_entry(name, ModelEntry(name, tiny_options(name)))  # a key the arch lacks is a ConfigError
+    for entry in (resolved.config, *(resolve_entry(e.arch, e).config for e in resolved.config.nested_entries())):
+        assert getattr(entry, "backbone", "resnet10t") == "resnet10t"  # the smallest timm ResNet: seconds on a CPU
+
+
 def test_hog_models_say_when_hog_is_missing():
     with pytest.raises(ConfigError, match="needs hog features"):
         arch_model("hog_linear", NUM_CLASSES)
 
 
+@pytest.mark.slow  # a fresh interpreter that imports torch: 2 s
 def test_architectures_are_found_by_name_without_importing_the_others():
     """`get_arch` imports only the module of the arch asked for (the exact DVC deps of a train stage rely on it)."""
     import subprocess
@@ -182,11 +176,11 @@ def test_every_tta_preset_gives_distinct_same_shape_views(name):
 
 
 @pytest.mark.parametrize("name", THRESHOLD_METHODS.names())
-def test_every_threshold_method_returns_a_threshold_per_class(name, tmp_path):
+def test_every_threshold_method_returns_a_threshold_per_class(name, sqlite_dir):
     rng = np.random.default_rng(0)
     labels = (rng.random((60, NUM_CLASSES)) < 0.3).astype(np.uint8)
     probs = np.clip(labels * 0.6 + rng.random(labels.shape) * 0.4, 0, 1)
-    cfg = ThresholdsConfig(method=name, grid_step=0.05, optuna_trials=5, optuna_storage=str(tmp_path / "o.db"))
+    cfg = ThresholdsConfig(method=name, grid_step=0.05, optuna_trials=5, optuna_storage=str(sqlite_dir / "o.db"))
     thresholds = fit_thresholds(probs, labels, cfg)
     assert thresholds.shape == (NUM_CLASSES,) and ((thresholds > 0) & (thresholds < 1)).all()
 

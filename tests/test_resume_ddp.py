@@ -23,16 +23,16 @@ pytestmark = pytest.mark.slow
 KILLER = """
 import os, signal, sys
 from pathlib import Path
-import mlic.train.batches
+import mlic.loop.batches
 checkpoint, kill_after, fetched = Path(sys.argv[1]), int(sys.argv[2]), [0]
-original = mlic.train.batches.CachedSamples.__getitem__
+original = mlic.loop.batches.CachedSamples.__getitem__
 def getitem(self, i):
     if self.transform is not None and checkpoint.is_file():  # a training sample, after epoch 1's checkpoint
         fetched[0] += 1
         if fetched[0] == kill_after:
             os.kill(os.getpid(), signal.SIGKILL)
     return original(self, i)
-mlic.train.batches.CachedSamples.__getitem__ = getitem
+mlic.loop.batches.CachedSamples.__getitem__ = getitem
 from mlic.cli import main
 sys.exit(main(sys.argv[3:]))
 """
@@ -71,10 +71,13 @@ def root(sample_competition, tmp_path_factory) -> Path:
     return root
 
 
-def _stage_command(model: str, fold: int) -> str:
-    """The train stage's command as dvc.yaml spells it, for one model and fold."""
-    cmd = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train"]["cmd"]
-    return cmd.replace("${item.model}", model).replace("${item.fold}", str(fold))
+def _stage_command(params: Path, model: str, fold: int) -> str:
+    """The train stage's command as the dvc.yaml generated for `params` spells it, for one model and fold."""
+    from mlic.config import load_config
+    from mlic.pipeline import generate
+
+    stages = yaml.safe_load(generate(load_config(params), REPO))["stages"]
+    return stages[f"train-{model}-{fold}"]["cmd"]
 
 
 def _run(args: list[str], **kw) -> subprocess.CompletedProcess:
@@ -116,31 +119,39 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(root, sample
     assert a["curves"] == b["curves"] and len(a["curves"]) == 4  # header + 3 epochs, replayed on resume
 
 
-def test_resume_ignores_a_checkpoint_from_another_config(root, sample_competition):
-    params = _params(root, sample_competition, "other", {"epochs": 2, "warmup_epochs": 0})
-    checkpoint = root / "other/checkpoints/hog_linear/fold_0/last.pt"
+# train.models lists it: dvc.yaml has stages for the listed models only
+ONE_LINEAR_MODEL = {"models": ["hog_linear"], "epochs": 2, "warmup_epochs": 0, "batch_size": 8, "augment": "none"}
+
+
+@pytest.fixture(scope="module")
+def single_process(root, sample_competition) -> tuple[Path, str]:
+    """`mlic train --resume` of hog_linear on one process, over a resume checkpoint another config left: its params
+    and its output. The resume test reads the output; the DDP test compares two processes' outputs with its own."""
+    params = _params(root, sample_competition, "single", ONE_LINEAR_MODEL)
+    checkpoint = root / "single/checkpoints/hog_linear/fold_0/last.pt"
     checkpoint.parent.mkdir(parents=True)
     torch.save({"fingerprint": "from another run"}, checkpoint)
     command = ["train", "--model", "hog_linear", "--fold", "0", "--resume"]
     result = _run(["-m", "mlic.cli", "--params", str(params), *command])
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "from another config or code version; starting afresh" in result.stdout
+    return params, result.stdout
 
 
-def test_ddp_on_two_gloo_processes_matches_one_process(root, sample_competition):
+def test_resume_ignores_a_checkpoint_from_another_config(single_process):
+    _, output = single_process
+    assert "from another config or code version; starting afresh" in output
+
+
+def test_ddp_on_two_gloo_processes_matches_one_process(root, sample_competition, single_process):
     """Each process takes half of every batch and DDP averages the gradients: a linear model ends where one
     process would (up to float rounding), and only rank 0 writes outputs."""
-    train = {"epochs": 2, "warmup_epochs": 0, "batch_size": 8, "augment": "none"}
-    single = _params(root, sample_competition, "single", train)
-    ddp = _params(root, sample_competition, "ddp", {**train, "nproc_per_node": 2})
-    command = ["train", "--model", "hog_linear", "--fold", "0"]
-    one = _run(["-m", "mlic.cli", "--params", str(single), *command])
-    assert one.returncode == 0, one.stderr[-3000:]
-    # exactly what `dvc repro train@hog_linear-0` runs, in a project whose params.yaml asks for 2 processes
+    single, _ = single_process
+    ddp = _params(root, sample_competition, "ddp", {**ONE_LINEAR_MODEL, "nproc_per_node": 2})
+    # exactly what `dvc repro train-hog_linear-0` runs, in a project whose params.yaml asks for 2 processes
     project = root / "ddp_project"
     project.mkdir()
     (project / "params.yaml").write_text(ddp.read_text())
-    two = subprocess.run(_stage_command("hog_linear", 0), shell=True, cwd=project, capture_output=True, text=True,
+    two = subprocess.run(_stage_command(ddp, "hog_linear", 0), shell=True, cwd=project, capture_output=True, text=True,
                          env={**tool_env(), "PYTHONUNBUFFERED": "1"}, timeout=600)  # fmt: skip
     assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
     assert "launching 2 processes" in two.stdout

@@ -11,9 +11,9 @@ from torch import nn
 
 from mlic.config import TrainConfig
 from mlic.errors import ConfigError
+from mlic.loop.runtime import Runtime
 from mlic.tasks.base import check_phases
 from mlic.train.engine import fit, make_engine
-from mlic.train.runtime import Runtime
 
 NUM_CLASSES = 4
 SIZE = 64  # resnet10t's X (stride 16) is 4 x 4 here
@@ -92,6 +92,7 @@ def test_attention_logits_are_the_attention_weighted_sum_of_the_confidence_maps(
         torch.testing.assert_close(model.branches(x)["att"], torch.einsum("nchw,nchw->nc", a, s))
 
 
+@pytest.mark.slow  # an ONNX export: 2-3 s
 def test_another_input_size_is_pooled_to_the_configured_map_and_exports_to_onnx(tmp_path):
     """96 px gives a 6 x 6 X, average-pooled to f_sr's 4 x 4 kernel (not a divisor); ONNX computes the same."""
     model, _ = build()
@@ -196,6 +197,7 @@ def test_frozen_tensors_are_bit_identical_through_the_attention_and_regularizer_
     ]  # fmt: skip
 
 
+@pytest.mark.slow  # trained to convergence: about 4 s
 def test_joint_training_overfits_eight_coloured_square_images():
     model, task = arch_model("srn", NUM_CLASSES, backbone="resnet10t", sr_map_size=2, phase_epochs=(0, 0, 0, 1))
     x, y = coloured_squares(size=32)  # 32 px: X is 2 x 2, and the 50 steps take a few seconds

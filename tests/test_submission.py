@@ -169,6 +169,7 @@ def test_missing_file(tmp_path, sample):
         read_submission(tmp_path / "nope.csv", FMT)
 
 
+@pytest.mark.slow  # 61,191 rows written and validated: over a second
 def test_real_planet_sample_submission(tmp_path):
     sample_path = shared_path("planet", "sample_submission_v2.csv")
     ids = list(pd.read_csv(sample_path, dtype=str)["image_name"])
@@ -246,6 +247,7 @@ def test_score_real_planet_32px():
     assert scores["rows"] == 4000 and 0.3 < scores["f2_samples"] < 0.9
 
 
+@pytest.mark.slow  # 38,801 rows, scored three times: over a second
 def test_score_real_imet_size(tmp_path):
     sample_path = shared_path("imet2019", "sample_submission.csv")
     scores = score_submission(sample_path, sample_path, IMET)

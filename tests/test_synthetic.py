@@ -6,20 +6,14 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+import tomllib
+from conftest import REPO
 
-from mlic.config import IMET_SAMPLE_MAX, DataConfig, config_from_dict
+from mlic.config import DataConfig, ImetSampleConfig, config_from_dict
 from mlic.data.competitions import get_competition
 from mlic.data.competitions.planet import PLANET_TAGS
-from mlic.data.synthetic import (
-    IMET_CULTURES,
-    IMET_TAGS,
-    WEATHER_TAGS,
-    imet_spec,
-    make_chip,
-    make_imet_image,
-    render_chip,
-    sample_tags,
-)
+from mlic.data.synthetic.imet import IMET_CULTURES, IMET_TAGS, imet_spec, make_imet_image
+from mlic.data.synthetic.planet import LAND_PROBS, LAND_PROBS_FILE, WEATHER_TAGS, make_chip, render_chip, sample_tags
 from mlic.errors import ConfigError
 from mlic.stages import sample
 
@@ -110,6 +104,13 @@ def test_render_rejects_unknown_tags_and_scales():
     with pytest.raises(ValueError, match="bogus"):
         render_chip(["clear", "bogus"], 64, np.random.default_rng(0))
     assert render_chip(["clear", "primary", "road"], 256, np.random.default_rng(0)).shape == (256, 256, 3)
+
+
+def test_the_land_table_is_package_data():
+    """The label model's table is a CSV beside its module: a wheel must ship it."""
+    package_data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert LAND_PROBS_FILE.endswith(".csv") and "*.csv" in package_data["mlic.data.synthetic"]
+    assert len(LAND_PROBS) == 6 and LAND_PROBS[("clear", True)]["road"] == 0.5115  # 3 weathers x agriculture or not
 
 
 # --- the sample stage's generators ---------------------------------------------------------------------------------
@@ -227,7 +228,8 @@ def test_unknown_sample_competition_and_sizes_are_config_errors(tmp_path):
     assert "imet2019" in str(error.value) and "planet" in str(error.value)
     assert not (tmp_path / "x").exists()
     with pytest.raises(ConfigError, match=r"sample\.imet\.tags"):
-        config_from_dict({"sample": {"imet": {"tags": IMET_SAMPLE_MAX[1] + 1}}})
+        config_from_dict({"sample": {"imet": {"tags": ImetSampleConfig.MAX_TAGS + 1}}})
     with pytest.raises(ConfigError, match=r"sample\.imet\.min_side"):
         config_from_dict({"sample": {"imet": {"min_side": 64, "max_side": 48}}})
-    assert (len(IMET_CULTURES), len(IMET_TAGS)) == IMET_SAMPLE_MAX  # the config's limits are the generator's
+    limits = (ImetSampleConfig.MAX_CULTURES, ImetSampleConfig.MAX_TAGS)
+    assert (len(IMET_CULTURES), len(IMET_TAGS)) == limits  # the config's limits are the generator's

@@ -26,15 +26,15 @@ from torch import nn
 import mlic.train.fold
 from mlic.cli import main
 from mlic.config import Config, load_config
-from mlic.data.sources import SOURCES, Source, SourceData, Standardise
 from mlic.layout import Prepared, load_prepared, load_training_curves
+from mlic.loop.batches import CachedSamples, expand_views
+from mlic.loop.fold_model import load_fold_model
+from mlic.loop.tta import predict_loader, tta_views
 from mlic.models.backbones import BackboneConfig, create_backbone, feature_channels, feature_map
 from mlic.models.registry import ARCHS, ArchSpec, ModelDims
-from mlic.predict.inference import load_fold_model
-from mlic.predict.thresholds import best_global_threshold
-from mlic.predict.tta import predict_loader, tta_views
+from mlic.sources import SOURCES, Source, SourceData, Standardise
 from mlic.tasks.base import Phase, StepOutput, Task
-from mlic.train.batches import CachedSamples, expand_views
+from mlic.thresholds import best_global_threshold
 
 pytestmark = pytest.mark.slow
 EPOCHS, HEAD_EPOCHS, LR = 3, 2, 0.01

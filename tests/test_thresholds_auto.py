@@ -102,19 +102,19 @@ def test_bad_threshold_settings_name_the_key():
         fit_thresholds(probs, labels, ThresholdsConfig())
 
 
-def test_resumed_optuna_study_runs_the_trials_of_a_fresh_one(tmp_path):
+def test_resumed_optuna_study_runs_the_trials_of_a_fresh_one(sqlite_dir):
     """Trial k's sampler is seeded by k: a study stopped after 6 trials and resumed to 12 equals one run to 12."""
     import optuna
 
     probs, labels = calibrated(n=120, classes=4)
 
     def trials(db: str) -> list:
-        (summary,) = optuna.study.get_all_study_summaries(f"sqlite:///{tmp_path / db}")
-        study = optuna.load_study(study_name=summary.study_name, storage=f"sqlite:///{tmp_path / db}")
+        (summary,) = optuna.study.get_all_study_summaries(f"sqlite:///{sqlite_dir / db}")
+        study = optuna.load_study(study_name=summary.study_name, storage=f"sqlite:///{sqlite_dir / db}")
         return [(t.params, t.value) for t in study.trials]
 
     def fit(trials_wanted: int, db: str) -> np.ndarray:
-        cfg = ThresholdsConfig(method="optuna", optuna_trials=trials_wanted, optuna_storage=str(tmp_path / db))
+        cfg = ThresholdsConfig(method="optuna", optuna_trials=trials_wanted, optuna_storage=str(sqlite_dir / db))
         return fit_thresholds(probs, labels, cfg)
 
     fit(6, "resumed.db")
@@ -156,7 +156,7 @@ def write_stage_inputs(root: Path, folds: list[int]) -> Config:
 
 
 @pytest.mark.parametrize("folds", [[0, 1, 2], [0]])
-def test_thresholds_stage_writes_the_same_bytes_every_run(tmp_path, folds, capsys):
+def test_thresholds_stage_writes_the_same_bytes_every_run(tmp_path, sqlite_dir, folds, capsys):
     """No timings in the stage's outputs, and optuna's answer does not hang on its study storage's history."""
     from mlic.stages import thresholds
 
@@ -164,7 +164,7 @@ def test_thresholds_stage_writes_the_same_bytes_every_run(tmp_path, folds, capsy
     t = cfg.thresholds
     outputs = {}
     for run, db in (("first", "a.db"), ("second", "b.db"), ("resumed", "a.db")):  # the third reuses a.db
-        storage = str(tmp_path / db)
+        storage = str(sqlite_dir / db)
         thresholds.main(dataclasses.replace(cfg, thresholds=dataclasses.replace(t, optuna_storage=storage)))
         outputs[run] = {p: Path(p).read_bytes() for p in (t.out_file, t.metrics_file)}
     assert outputs["first"] == outputs["second"] == outputs["resumed"]

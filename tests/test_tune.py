@@ -12,21 +12,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-from finished_run import REPO, run_tool, tool_env
+from finished_run import REPO, copy_run, run_tool, tool_env
 
-from mlic.config import DISTRIBUTIONS, Distribution, config_from_dict, load_config
+from mlic.config import config_from_dict, load_config
 from mlic.errors import ConfigError
-from mlic.experiments import tune
-from mlic.experiments.tune import (
-    SUGGESTERS,
-    CurveWatcher,
-    hydra_value,
-    read_curve,
-    run_files,
-    run_watched,
-    set_param_args,
-    suggest,
-)
+from mlic.experiments.tune import runner
+from mlic.experiments.tune.curves import CurveWatcher, read_curve, run_files
+from mlic.experiments.tune.overrides import hydra_value, set_param_args
+from mlic.experiments.tune.runner import run_watched
+from mlic.experiments.tune.study import current_values, enqueue_current
+from mlic.search_space import DISTRIBUTIONS, SUGGESTERS, Distribution, suggest
 
 SPACE = {
     "train.lr": {"log_uniform": [1e-4, "1e-2"]},  # "1e-2": YAML 1.1 reads it as a string, like params.yaml would
@@ -70,7 +65,7 @@ def test_a_new_study_starts_from_the_params_as_they_are(capsys):
     base = yaml.safe_load((REPO / "params.yaml").read_text())
     cfg = config_from_dict({**base, "tune": {"space": {**SPACE, "train.epochs": {"int": [2, 10]}}}})
     study = optuna.create_study()
-    tune.enqueue_current(study, cfg)
+    enqueue_current(study, cfg)
     assert suggest(study.ask(), cfg.tune.space) == {
         "train.lr": 0.003,
         "train.warmup_epochs": 1.0,
@@ -79,10 +74,10 @@ def test_a_new_study_starts_from_the_params_as_they_are(capsys):
         "models.baseline.drop_rate": 0.0,
     }
     assert "trial 0 runs the params as they are" in capsys.readouterr().out
-    tune.enqueue_current(study, cfg)  # a study with trials: nothing more
+    enqueue_current(study, cfg)  # a study with trials: nothing more
     assert len(study.get_trials()) == 1
     outside = config_from_dict({**base, "tune": {"space": {"train.lr": {"log_uniform": [0.01, 0.1]}}}})
-    assert tune.current_values(outside) is None
+    assert current_values(outside) is None
 
 
 @pytest.mark.parametrize(
@@ -121,7 +116,7 @@ def test_tune_section_errors():
 
 def test_tune_imports_no_torch():
     """`mlic tune` only drives `dvc` subprocesses: its modules, Optuna and DVC's -S code load without torch."""
-    modules = "mlic.cli, mlic.tools, mlic.experiments.tune, mlic.predict.threshold_fitting, dvc.utils.hydra, optuna"
+    modules = "mlic.cli, mlic.tools, mlic.experiments.tune.study, mlic.studies, dvc.utils.hydra, optuna"
     code = f"import sys, {modules}; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
@@ -167,8 +162,25 @@ def test_curve_watcher_reports_this_trials_epochs_once(tmp_path):
     assert read_curve(tmp_path / "absent.tsv", "val_f2") == [] and read_curve(a.finished, "val_map") == []
 
 
+def _ends(stat: Path, seconds: float = 10.0) -> bool:
+    """Whether the process of a /proc stat file is gone, or a zombie to reap, within `seconds`.
+
+    A SIGKILLed process is not gone at once: on a busy machine it may still be running when the signal is sent.
+    """
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return True
+        except OSError:  # gone
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+
+
 def test_a_stopped_run_is_interrupted_with_its_process_group(tmp_path, monkeypatch):
-    monkeypatch.setattr(tune, "STOP_GRACE_SECONDS", 1.0)
+    monkeypatch.setattr(runner, "STOP_GRACE_SECONDS", 1.0)
     polls = []
 
     def stop_after_three_polls(proc) -> bool:
@@ -184,7 +196,7 @@ def test_a_stopped_run_is_interrupted_with_its_process_group(tmp_path, monkeypat
     assert time.monotonic() - start < 20 and polls == [None, None, None]
     assert (tmp_path / "logs" / "run.log").read_text() == "started\n"
     stat = Path(f"/proc/{(tmp_path / 'child.pid').read_text().strip()}/stat")
-    assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"  # gone, or a zombie to reap
+    assert _ends(stat), "the background job outlived the SIGKILL"
 
     def until_it_ends(proc) -> bool:
         proc.wait()
@@ -206,7 +218,7 @@ TINY_TUNE = {
 
 def _tune_project(finished_run: Path, root: Path) -> Path:
     """A copy of the finished run (git ignores its studies) whose params hold TINY_TUNE, committed."""
-    project = shutil.copytree(finished_run, root, symlinks=True)
+    project = copy_run(finished_run, root)
     tracked = run_tool(project, "git", "ls-files", "data/processed/train").split()
     assert tracked and all(path.endswith("/.gitignore") for path in tracked)  # DVC's, which keep the folds out
     params = yaml.safe_load((project / "params.yaml").read_text())
@@ -285,7 +297,7 @@ def _experiment_metrics(rows: list[dict]) -> dict[str, dict]:
 
 def test_git_keeps_the_metrics_files_that_dvc_exp_show_reads():
     """`dvc exp show` reads an experiment's metrics from its git commit: the repo must not ignore them."""
-    dvc = yaml.safe_load((REPO / "src/mlic/dvc_template.yaml").read_text())["stages"]
+    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     files = [params["thresholds"]["metrics_file"], f"{params['evaluate']['out_dir']}/metrics.json"]
     assert dvc["thresholds"]["metrics"] and dvc["evaluate"]["metrics"]

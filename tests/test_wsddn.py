@@ -205,6 +205,7 @@ class TinyBackbone(nn.Module):
         return self.layers(images)
 
 
+@pytest.mark.slow  # 100 training steps: about 5 s
 def test_a_tiny_wsddn_trained_on_image_labels_finds_the_squares():
     """From image labels alone, the top region of each present label is its square's window (IoU >= 0.5)."""
     steps, batch = 100, 8

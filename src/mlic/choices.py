@@ -54,7 +54,7 @@ CHOICES: dict[str, Choice] = {
     "train.optimizer": Choice("optimizer", "mlic.train.engine:OPTIMIZERS", ("adamw", "sgd")),
     "train.sampler": Choice("sampler", "mlic.train.sampling:SAMPLERS", ("random", "stratified")),
     "train.augment": Choice("augmentation", "mlic.train.augment:AUGMENTATIONS", ("none", "photo", "satellite")),
-    "train.tta": Choice("TTA preset", "mlic.predict.tta:TTA_VIEWS", ("dihedral", "flips", "none")),
+    "train.tta": Choice("TTA preset", "mlic.loop.tta:TTA_VIEWS", ("dihedral", "flips", "none")),
     "ensemble.method": Choice("ensemble method", "mlic.predict.ensemble:ENSEMBLES", ("geometric", "mean", "weighted")),
     "thresholds.method": Choice(
         "threshold method", "mlic.predict.threshold_fitting:THRESHOLD_METHODS", THRESHOLD_FITTERS, also=("auto",)
@@ -62,7 +62,7 @@ CHOICES: dict[str, Choice] = {
     "thresholds.compare_methods": Choice(
         "threshold method", "mlic.predict.threshold_fitting:THRESHOLD_METHODS", THRESHOLD_FITTERS
     ),
-    "tune.pruner": Choice("pruner", "mlic.experiments.tune:PRUNERS", ("median", "none")),
+    "tune.pruner": Choice("pruner", "mlic.experiments.tune.study:PRUNERS", ("median", "none")),
     f"{ENTRY}arch": Choice("model architecture", "mlic.models.registry:ARCHS", ARCHS),
     f"{ENTRY}loss": Choice("loss", "mlic.tasks.losses:LOSSES", ("asl", "bce", "focal", "lsep", "weighted_bce")),
     f"{ENTRY}pooling": Choice("pooling", "mlic.models.hourglass:POOLINGS", ("avg", "lse", "max")),
@@ -72,8 +72,8 @@ CHOICES: dict[str, Choice] = {
 
 # Registries whose entries no params string value names, and why.
 OTHER_REGISTRIES = {
-    "mlic.data.sources:SOURCES": "a task declares its sources in code",
-    "mlic.experiments.tune:SUGGESTERS": "tune.space's distribution kinds: keys, checked by mlic.config.DISTRIBUTIONS",
+    "mlic.sources:SOURCES": "a task declares its sources in code",
+    "mlic.search_space:SUGGESTERS": "tune.space's distribution kinds: keys, checked by mlic.search_space.DISTRIBUTIONS",
 }
 
 

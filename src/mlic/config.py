@@ -10,33 +10,32 @@ import copy
 import dataclasses
 import difflib
 import re
-import types
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
 from mlic.choices import check_choice
-from mlic.errors import ConfigError
+from mlic.errors import DEFAULT_PARAMS, ConfigError, invalid
 from mlic.io import write_text
-
-DEFAULT_PARAMS = "params.yaml"
-
-
-def invalid(key: str, message: str, fix: str | None = None) -> typing.NoReturn:
-    """Raise the ConfigError of a bad params key: `key: message`, with the fix."""
-    raise ConfigError(f"{key}: {message}", path=DEFAULT_PARAMS, fix=fix)
-
-
-IMET_SAMPLE_MAX = (32, 64)  # cultures and tags the synthetic iMet generator can name and draw apart (synthetic.py)
+from mlic.schema import Schema, plain
+from mlic.search_space import Distribution, distribution
 
 
 @dataclass(frozen=True)
 class ImetSampleConfig:
-    """Sizes of the synthetic iMet 2019 competition (`sample.competition: imet2019`)."""
+    """Sizes of the synthetic iMet 2019 competition (`sample.competition: imet2019`).
+
+    `MAX_CULTURES` and `MAX_TAGS` are the names the generator (`mlic.data.synthetic.imet`) has, and draws apart. They
+    live here, not beside it, because the counts are checked when params load, and config sits below mlic.data;
+    tests/test_synthetic.py checks that they equal the generator's name lists.
+    """
+
+    MAX_CULTURES: ClassVar[int] = 32
+    MAX_TAGS: ClassVar[int] = 64
 
     cultures: int = 16  # culture:: attributes; most images show one, as the hue of the backdrop
     tags: int = 48  # tag:: attributes, 1-4 per image, each drawn as coloured shapes of one kind
@@ -45,7 +44,7 @@ class ImetSampleConfig:
     max_side: int = 96
 
     def __post_init__(self):
-        counts = {"cultures": (self.cultures, IMET_SAMPLE_MAX[0]), "tags": (self.tags, IMET_SAMPLE_MAX[1])}
+        counts = {"cultures": (self.cultures, self.MAX_CULTURES), "tags": (self.tags, self.MAX_TAGS)}
         for key, (value, most) in counts.items():
             if not 1 <= value <= most:
                 invalid(f"sample.imet.{key}", f"must be in 1..{most}, got {value}")
@@ -234,7 +233,7 @@ class ModelEntry:
 
     def to_dict(self) -> dict[str, Any]:
         """The entry as written in params.yaml."""
-        return {"arch": self.arch, **_plain(self.options)}
+        return {"arch": self.arch, **plain(self.options)}
 
 
 def model_entry(key: str, value: Any) -> ModelEntry:
@@ -267,7 +266,6 @@ class TrainConfig:
 
     out_dir: str = "data/processed/train"
     checkpoint_dir: str = "data/interim/checkpoints"  # per-epoch resume state; removed once a fold finishes
-    code_dir: str = "data/interim/code"  # stage `code`: each trained model's checked entry and architecture sources
     teacher_dir: str = "data/processed/teachers"  # stage `teacher`: a distilled student's teacher, per fold
     models: tuple[str, ...] = ("baseline",)  # entries of the `models` section to train, one DVC stage per fold
     folds: tuple[int, ...] = (0, 1, 2)
@@ -400,85 +398,6 @@ class EvaluateConfig:
     out_dir: str = "reports"
 
 
-def _number(value: Any) -> float | None:
-    """A YAML number as a float (1e-3, a string in YAML 1.1, too), or None for anything else (booleans included)."""
-    if isinstance(value, bool):
-        return None
-    try:
-        return float(value) if isinstance(value, (int, float, str)) else None
-    except ValueError:
-        return None
-
-
-def _float_range(key: str, args: list, positive: bool) -> tuple[Any, ...]:
-    """[low, high] of floats with low < high (and 0 < low when `positive`)."""
-    low, high = (_number(a) for a in args) if len(args) == 2 else (None, None)
-    if low is None or high is None or not low < high or (positive and low <= 0):
-        invalid(key, f"needs [low, high] with {'0 < ' if positive else ''}low < high, got {args}",
-                fix="e.g. {log_uniform: [0.001, 0.01]} or {uniform: [0.0, 0.5]}")  # fmt: skip
-    return low, high
-
-
-def _int_range(key: str, args: list) -> tuple[Any, ...]:
-    """[low, high] of integers with low < high (both can be drawn)."""
-    if len(args) != 2 or any(type(a) is not int for a in args) or not args[0] < args[1]:
-        invalid(key, f"needs [low, high] of integers with low < high, got {args}", fix="e.g. {int: [1, 4]}")
-    return tuple(args)
-
-
-def _choices(key: str, args: list) -> tuple[Any, ...]:
-    """Distinct scalars (null, booleans, numbers, strings: what Optuna's categorical distribution takes)."""
-    scalar = all(a is None or isinstance(a, (bool, int, float, str)) for a in args)
-    if not args or not scalar or len({(type(a), a) for a in args}) != len(args):
-        invalid(key, f"needs a non-empty list of distinct scalars, got {args}", fix="e.g. {choice: [none, satellite]}")
-    return tuple(args)
-
-
-# `tune.space` distribution kinds: name -> check of its args (key, args) -> the args as stored. The args are also the
-# values a tuned key is checked with at load (a range's ends, every choice); mlic.experiments.tune samples each kind.
-DISTRIBUTIONS: dict[str, typing.Callable[[str, list], tuple[Any, ...]]] = {
-    "log_uniform": lambda key, args: _float_range(key, args, positive=True),
-    "uniform": lambda key, args: _float_range(key, args, positive=False),
-    "int": _int_range,
-    "choice": _choices,
-}
-
-
-@dataclass(frozen=True)
-class Distribution:
-    """How `mlic tune` draws one params key, written `{kind: args}` in `tune.space` (see `DISTRIBUTIONS`).
-
-    log_uniform and uniform: [low, high] floats; int: [low, high], both included; choice: [a, b, ...] scalars.
-    """
-
-    kind: str
-    args: tuple[Any, ...]
-
-    def to_dict(self) -> dict[str, list[Any]]:
-        """As written in params.yaml."""
-        return {self.kind: list(self.args)}
-
-    def contains(self, value: Any) -> bool:
-        """Whether the distribution can draw `value` (a choice among its args, or within its range)."""
-        if self.kind == "choice":
-            return value in self.args
-        return isinstance(value, int | float) and self.args[0] <= value <= self.args[1]
-
-
-def distribution(key: str, value: Any) -> Distribution:
-    """A `tune.space` entry as a checked Distribution, or an error naming `key`."""
-    if not isinstance(value, dict) or len(value) != 1:
-        invalid(key, f"expected one {{kind: args}} mapping, got {value!r}", fix="e.g. {log_uniform: [0.001, 0.01]}")
-    ((kind, args),) = value.items()
-    if kind not in DISTRIBUTIONS:
-        close = difflib.get_close_matches(str(kind), list(DISTRIBUTIONS), n=1)
-        invalid(key, f"unknown distribution {kind!r}" + (f"; did you mean {close[0]!r}?" if close else ""),
-                fix=f"use one of: {', '.join(DISTRIBUTIONS)}")  # fmt: skip
-    if not isinstance(args, list):
-        invalid(key, f"{kind} takes a list, got {args!r}", fix="e.g. {choice: [a, b]} or {uniform: [0.0, 1.0]}")
-    return Distribution(kind, DISTRIBUTIONS[kind](key, args))
-
-
 def _default_space() -> dict[str, Distribution]:
     return {"train.lr": Distribution("log_uniform", (1e-3, 1e-2)),
             "train.augment": Distribution("choice", ("none", "satellite"))}  # fmt: skip
@@ -486,7 +405,11 @@ def _default_space() -> dict[str, Distribution]:
 
 @dataclass(frozen=True)
 class TuneConfig:
-    """`mlic tune`: an Optuna study over params keys, one DVC experiment per trial. No stage reads this section."""
+    """`mlic tune`: an Optuna study over params keys, one DVC experiment per trial. No stage reads this section.
+
+    `space` is written in the language of `mlic.search_space`; every params load checks it, each key against its
+    section (`check_tuned_key`), so that a bad space fails before a study starts.
+    """
 
     trials: int = 20  # of the whole study: a resumed study counts the trials it has
     study: str = "tune"  # Optuna study name; trial k runs as the DVC experiment <study>-<k>
@@ -494,7 +417,7 @@ class TuneConfig:
     seed: int = 0  # trial k's TPE sampler is seeded with seed + k
     folds: tuple[int, ...] = (0,)  # train.folds of every trial
     target: str = "thresholds"  # the stage `dvc exp run` reproduces: thresholds, or a stage after it
-    pruner: str = "median"  # registry (mlic.experiments.tune): none, median
+    pruner: str = "median"  # registry (mlic.experiments.tune.study): none, median
     prune_startup_trials: int = 5  # median: finished trials before any is pruned
     prune_warmup_steps: int = 2  # median: epochs (counted over the trial's models and folds) before it may prune
     poll_seconds: float = 5.0  # how often the running trial's validation curves are read
@@ -566,7 +489,7 @@ def check_tuned_key(params: dict[str, Any], key: str, dist: Distribution) -> Non
     for value in dist.args:
         target[leaf] = value
         try:
-            _build(cls, data, section)
+            SCHEMA.build(cls, data, section)
         except ConfigError as exc:
             invalid(where, f"{dist.to_dict()} draws {value!r}, which params refuse: {exc.message}",
                     fix=exc.fix or "narrow the distribution to values the key takes")  # fmt: skip
@@ -627,10 +550,10 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict, as in params.yaml (tuples become lists)."""
-        plain = _plain(dataclasses.asdict(self))
-        plain["models"] = {key: entry.to_dict() for key, entry in self.models.items()}
-        plain["tune"]["space"] = {key: dist.to_dict() for key, dist in self.tune.space.items()}
-        return plain
+        data = plain(dataclasses.asdict(self))
+        data["models"] = {key: entry.to_dict() for key, entry in self.models.items()}
+        data["tune"]["space"] = {key: dist.to_dict() for key, dist in self.tune.space.items()}
+        return data
 
     def narrowed(self, model: str, fold: int) -> Config:
         """This config as one fold of one model sees it: `models` and `train.models` hold that entry alone.
@@ -642,66 +565,8 @@ class Config:
         return dataclasses.replace(self, models={model: self.model(model)}, train=train, tune=TuneConfig())
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _coerce(key: str, hint: Any, value: Any) -> Any:
-    """Check `value` against a type hint, converting only where YAML is ambiguous (1e-3 is a string in YAML 1.1)."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        return _coerce(key, next(a for a in args if a is not type(None)), value)
-    if hint is ModelEntry:  # a models entry nested in another (a distilled student's student and teacher)
-        return model_entry(key, value)
-    if hint is Distribution:  # a tune.space entry
-        return distribution(key, value)
-    if origin is dict:
-        if not isinstance(value, dict):
-            invalid(key, f"expected a mapping, got {value!r}")
-        if args[1] is ModelEntry:
-            return {str(k): model_entry(f"{key}.{k}", v) for k, v in value.items()}
-        return {str(k): _coerce(f"{key}.{k}", args[1], v) for k, v in value.items()}
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            invalid(key, f"expected a list, got {value!r}")
-        return tuple(_coerce(f"{key}[{i}]", args[0], v) for i, v in enumerate(value))
-    if hint is float and not isinstance(value, bool):
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            pass
-    if hint in (bool, int, str) and type(value) is hint:  # exact type: YAML's `yes` is no int, and 1 is no bool
-        return value
-    invalid(key, f"expected {getattr(hint, '__name__', hint)}, got {value!r} ({type(value).__name__})")
-
-
-def _build(cls: type, data: Any, prefix: str, owner: str = "") -> Any:
-    """Build dataclass `cls` from a mapping, rejecting unknown keys with a did-you-mean hint naming their `owner`."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        invalid(prefix or "params", f"expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in data.items():
-        full = f"{prefix}.{key}" if prefix else str(key)
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            invalid(full, f"unknown key{f' for {owner}' if owner else ''}{hint}", f"known: {', '.join(names)}")
-        hint = hints[key]
-        nested = dataclasses.is_dataclass(hint) and hint is not ModelEntry  # an entry keeps its arch's keys raw
-        kwargs[key] = _build(hint, value, full) if nested else _coerce(full, hint, value)
-        for name in kwargs[key] if isinstance(kwargs[key], tuple) else (kwargs[key],):
-            check_choice(full, name)  # a string naming a registry entry (train.tta, thresholds.compare_methods)
-    return cls(**kwargs)
+# entries that parse themselves: a models entry (nested in another for a distilled student), a tune.space entry
+SCHEMA = Schema({ModelEntry: model_entry, Distribution: distribution}, check_choice)
 
 
 def build_entry(cls: type, data: dict[str, Any], prefix: str, owner: str) -> Any:
@@ -711,7 +576,7 @@ def build_entry(cls: type, data: dict[str, Any], prefix: str, owner: str) -> Any
     the bare key (`invalid("dilation", ...)`) and get the prefix here.
     """
     try:
-        return _build(cls, data, prefix, owner)
+        return SCHEMA.build(cls, data, prefix, owner)
     except ConfigError as exc:
         message = exc.message if exc.message.startswith(f"{prefix}.") else f"{prefix}.{exc.message}"
         raise ConfigError(f"{message} ({owner})", path=DEFAULT_PARAMS, fix=exc.fix) from None
@@ -719,7 +584,7 @@ def build_entry(cls: type, data: dict[str, Any], prefix: str, owner: str) -> Any
 
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Build and check a Config from a params mapping; missing keys take their defaults."""
-    return _build(Config, data, "")
+    return SCHEMA.build(Config, data, "")
 
 
 def load_config(path: str | Path = DEFAULT_PARAMS) -> Config:

@@ -9,13 +9,12 @@ reaches its stages and how an architecture is found from `models.<entry>.arch`, 
 every stage or every architecture.
 
 `dvc.yaml` lists each stage's closure (`mlic pipeline --write` writes the lists, `mlic pipeline` compares them, and a
-test runs the check); a train stage adds its architecture's closure through the manifest of the `code` stage.
+test runs the check); a stage that builds a model adds its architectures' closures (`arch_modules`).
 """
 
 from __future__ import annotations
 
 import ast
-import hashlib
 from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
@@ -100,6 +99,13 @@ def relative_files(modules: Iterable[str], root: Path, project: str | Path = "."
     return sorted(files)
 
 
+def package_data(modules: Iterable[str], root: Path) -> list[Path]:
+    """The data files (not Python) shipped in the packages of `modules`: a module reads them as it reads its code."""
+    files = (module_file(m, root) for m in modules)
+    folders = {path.parent for path in files if path is not None and path.name == "__init__.py"}
+    return sorted(f for folder in folders for f in folder.iterdir() if f.is_file() and f.suffix not in (".py", ".pyc"))
+
+
 def stage_modules(stage: str, root: Path) -> list[str]:
     """What `mlic <stage>` imports: the CLI and the stage module, with everything they import."""
     return closure([*ENTRY_MODULES, f"{PACKAGE}.stages.{stage}"], root)
@@ -120,9 +126,3 @@ def arch_modules(arch: str, root: Path) -> list[str]:
             fix=f"an architecture X lives in mlic/models/X.py; modules there: {', '.join(known)}",
         )
     return closure([arch_module(arch)], root)
-
-
-def file_hashes(files: Iterable[str], project: str | Path = ".") -> dict[str, str]:
-    """SHA-256 of each file (paths relative to `project`), in sorted order."""
-    base = Path(project)
-    return {f: hashlib.sha256((base / f).read_bytes()).hexdigest() for f in sorted(files)}

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import NoReturn
+
+DEFAULT_PARAMS = "params.yaml"  # the params file a key error names; the CLI re-points it at --params
+
 
 class MlicError(Exception):
     """An error caused by the user's input or configuration, reported without a traceback.
@@ -42,3 +46,8 @@ class DataProblems(MlicError):
         self.problems = problems
         body = "\n".join(f"- {p.format()}".replace("\n", "\n  ") for p in problems)
         super().__init__(f"{summary}\n{body}")
+
+
+def invalid(key: str, message: str, fix: str | None = None) -> NoReturn:
+    """Raise the ConfigError of a bad params key: `key: message`, with the fix."""
+    raise ConfigError(f"{key}: {message}", path=DEFAULT_PARAMS, fix=fix)

@@ -8,7 +8,6 @@ removes it once that process is gone, and a rerun needs no manual clean-up.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -131,12 +130,3 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 def write_json(path: str | os.PathLike, data: Any) -> None:
     """Write indented, key-sorted JSON atomically (sorted keys keep outputs byte-identical across runs)."""
     write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-def tree_digest(folder: str | os.PathLike) -> str:
-    """SHA-256 of a folder's files: their paths relative to it and their contents, in sorted order."""
-    root, digest = Path(folder), hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        with path.open("rb") as f:
-            digest.update(f"{path.relative_to(root).as_posix()}\0".encode() + hashlib.file_digest(f, "sha256").digest())
-    return digest.hexdigest()

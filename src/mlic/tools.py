@@ -6,8 +6,10 @@ finished run, export a model to ONNX, and tune params with DVC experiments.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from mlic.config import Config
@@ -138,7 +140,7 @@ def _device(name: str, cfg: Config):
     """`--device` as a torch device (default cpu), or an error naming the flag."""
     import torch
 
-    from mlic.train.runtime import resolve_device
+    from mlic.loop.runtime import resolve_device
 
     name = name or "cpu"
     if name not in ("auto", "cpu", "cuda") and not name.startswith("cuda:"):
@@ -152,8 +154,8 @@ def export_onnx(cfg: Config, run: Path, model: str | None, fold: str, out: Path 
     """Export one model of a finished run (one fold, or all folds averaged) to ONNX."""
     import torch
 
+    from mlic.loop.fold_model import load_fold_model
     from mlic.predict.export import export_onnx as export
-    from mlic.predict.inference import load_fold_model
     from mlic.run import open_run
 
     finished = open_run(run)
@@ -194,8 +196,13 @@ def _fold_id(fold: str, cfg: Config) -> int:
 
 
 def pipeline(cfg: Config, file: Path, write: bool) -> int:
-    """Report (exit 1) or, with --write, rewrite a dvc.yaml that differs from what the params need (`mlic.pipeline`)."""
-    from mlic.pipeline import generate, pipeline_differences
+    """Report (exit 1) or, with --write, rewrite a dvc.yaml that differs from what the params need (`mlic.pipeline`).
+
+    --write also drops dvc.lock's entries of stages the file no longer has (as `dvc remove` would).
+    """
+    import yaml
+
+    from mlic.pipeline import generate, pipeline_differences, prune_lock
 
     if not file.is_file() and not write:
         raise MlicError("pipeline file not found", path=file, fix="run from the project root, pass --file, or --write")
@@ -209,14 +216,127 @@ def pipeline(cfg: Config, file: Path, write: bool) -> int:
     if problems:
         write_text(file, expected)
     print(f"{file}: {'rewritten' if problems else 'up to date with params.yaml and the imports'}")
+    if write and file.name == "dvc.yaml":
+        gone = prune_lock(file.resolve().parent, set(yaml.safe_load(expected)["stages"]))
+        if gone:
+            print(f"dvc.lock: dropped the entries of {', '.join(gone)}, stages no longer in {file}")
     return 0
 
 
 def tune(cfg: Config, params: str, trials: int | None) -> int:
     """Run (or resume) the Optuna study of `tune`, each trial a DVC experiment, then apply the best to the workspace."""
-    from mlic.experiments.tune import tune as run_study
+    from mlic.experiments.tune.study import tune as run_study
 
     if not Path(params).is_file():
         raise ConfigError("params file not found", path=params, fix="run from the project root, or pass --params")
     run_study(cfg, Path(params), trials)
     return 0
+
+
+# --- the command line of the tools (`mlic <tool>`; src/mlic/cli.py builds the parser) ------------------------------
+
+
+def _check_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--root", help="dataset folder (default: data.root)")
+    p.add_argument("--competition", help="reader (default: data.competition)")
+    p.add_argument("--quick", action="store_true", help="check image bytes only, without decoding every image")
+
+
+def _validate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", type=Path, help="submission CSV to check")
+    p.add_argument("--competition", help="format (default: data.competition)")
+    p.add_argument("--root", help="folder holding the sample submission (default: data.root)")
+    p.add_argument("--allow-empty", action="store_true", help="accept rows without labels")
+
+
+def _score_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", type=Path, help="submission CSV to score")
+    p.add_argument("--solution", type=Path, required=True, help="CSV of the true labels, in the submission format")
+    p.add_argument("--competition", help="format (default: data.competition)")
+
+
+def _download_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("competition", help="planet or imet2019")
+    p.add_argument("--dest", type=Path, help="target folder (default: data/raw/<competition>)")
+
+
+def _kaggle_submit_args(p: argparse.ArgumentParser) -> None:
+    _validate_args(p)  # the same checks as validate-submission, which run first
+    p.add_argument("-m", "--message", required=True, help="submission description shown on Kaggle")
+    p.add_argument("--slug", help="Kaggle competition (kaggle.com/c/<slug>; default: the reader's, none for folder)")
+
+
+RUN_HELP = "project folder of a finished run, whose params.yaml is read (default: .)"
+
+
+def _predict_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("images", nargs="+", help="image files and/or folders of images")
+    p.add_argument("--run", type=Path, default=Path("."), help=RUN_HELP)
+    p.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV to write (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per batch (default: %(default)s)")
+    p.add_argument("--device", default="", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    p.add_argument(
+        "--skip-unreadable", action="store_true", help="leave unreadable images out, listed, instead of failing"
+    )
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", type=Path, default=Path("."), help=RUN_HELP)
+    p.add_argument("--model", help="entry of train.models to export (default: the first)")
+    p.add_argument("--fold", default="all", help="a trained fold id, or all to average the folds (default: all)")
+    p.add_argument("--out", type=Path, help="ONNX file to write (default: <model>_fold<fold>.onnx)")
+    p.add_argument("--opset", type=int, help="ONNX opset version (default: the exporter's)")
+
+
+def _decode_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", type=Path, default=Path("."), help=RUN_HELP)
+    p.add_argument("--model", help="a cnn_rnn entry of train.models (default: the first)")
+    p.add_argument("--beam", type=int, help="beam width (default: the entry's beam_size; 1 is greedy)")
+    p.add_argument("--out-dir", type=Path, default=Path("submissions"), help="folder to write (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per batch (default: %(default)s)")
+    p.add_argument("--device", default="", help="cpu, cuda, cuda:N or auto (default: cpu)")
+
+
+def _pipeline_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--file", type=Path, default=Path("dvc.yaml"), help="pipeline file (default: %(default)s)")
+    p.add_argument("--write", action="store_true", help="rewrite it instead of only reporting what differs")
+
+
+def _tune_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trials", type=int, help="trials the study holds at the end, counting those it has (default: "
+                   "tune.trials)")  # fmt: skip
+
+
+# Tool name -> (function name in mlic.tools, help, arguments). A tool taking `params` gets the params file's path.
+TOOLS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = {
+    "check": ("check", "scan a dataset and list every problem", _check_args),
+    "validate-submission": ("validate_submission", "check a submission against the sample submission", _validate_args),
+    "score": ("score", "score a submission against a solution file, as Kaggle would", _score_args),
+    "download": (
+        "download",
+        "download competition files with the kaggle package, or say where to put them",
+        _download_args,
+    ),
+    "kaggle-submit": (
+        "kaggle_submit",
+        "validate a submission, then upload it to the Kaggle competition with the kaggle package",
+        _kaggle_submit_args,
+    ),
+    "predict": ("predict", "predict tags of new images with a finished run's folds and thresholds", _predict_args),
+    "export-onnx": ("export_onnx", "export a trained model (its folds, TTA and normalisation) to ONNX", _export_args),
+    "decode": (
+        "decode",
+        "write the label sets a sequence decoder (cnn_rnn) decodes, END rule and fitted stop rule, with OOF F-beta",
+        _decode_args,
+    ),
+    "pipeline": (
+        "pipeline",
+        "check (or --write) dvc.yaml against what the params need: its stages, their code deps, the curve plots",
+        _pipeline_args,
+    ),
+    "tune": (
+        "tune",
+        "run (or resume) an Optuna study of tune.space, each trial a DVC experiment; apply the best to the workspace",
+        _tune_args,
+    ),
+}

@@ -1,1 +1,1 @@
-"""Reading competitions and writing submissions: readers, image decoding and caches, labels, folds, batch sources."""
+"""Reading competitions and writing submissions: readers, image decoding and caches, labels, folds, statistics."""

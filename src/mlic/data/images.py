@@ -14,8 +14,8 @@ import numpy as np
 from PIL import Image
 
 from mlic.config import PrepareConfig
+from mlic.data.stats import mean_std
 from mlic.errors import DataProblems, MlicError
-from mlic.features.stats import mean_std
 from mlic.io import atomic_path
 from mlic.progress import track
 

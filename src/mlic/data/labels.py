@@ -1,13 +1,10 @@
-"""Label matrices: tag lists <-> (N, C) binary arrays, rare-label dropping, and compact bit-packed storage."""
+"""Label matrices: tag lists <-> (N, C) binary arrays, and rare-label dropping (stored bit-packed by `mlic.layout`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
-
-from mlic.io import atomic_path
 
 
 def encode_labels(tag_lists: Sequence[Sequence[str]], classes: Sequence[str]) -> np.ndarray:
@@ -41,15 +38,3 @@ def drop_rare_labels(
     keep = counts >= min_count
     dropped = {c: int(n) for c, n, k in zip(classes, counts, keep, strict=True) if not k}
     return labels[:, keep], [c for c, k in zip(classes, keep, strict=True) if k], dropped
-
-
-def save_labels(path: str | Path, labels: np.ndarray) -> None:
-    """Store a binary matrix bit-packed (8 labels a byte): iMet's matrix takes 15 MB instead of 120 MB."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, bits=np.packbits(labels.astype(bool), axis=1), n_classes=labels.shape[1])
-
-
-def load_labels(path: str | Path) -> np.ndarray:
-    """Read a matrix written by `save_labels` as dense uint8."""
-    with np.load(path) as data:
-        return np.unpackbits(data["bits"], axis=1, count=int(data["n_classes"]))

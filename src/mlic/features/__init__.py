@@ -1,1 +1,1 @@
-"""Hand-crafted features computed once per cached view (HOG), and their statistics."""
+"""Hand-crafted features computed once per cached view: HOG, and region proposals with their store."""

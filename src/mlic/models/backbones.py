@@ -9,8 +9,7 @@ import timm
 import torch
 from torch import nn
 
-from mlic.config import invalid
-from mlic.errors import ConfigError, MlicError
+from mlic.errors import ConfigError, MlicError, invalid
 from mlic.models.registry import ArchConfig, check_drop_rate
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mlic.config import invalid
+from mlic.errors import invalid
 from mlic.models.backbones import ClassifierConfig, create_backbone, feature_channels, feature_map
 from mlic.models.registry import ModelDims, register_arch
 
@@ -79,7 +79,7 @@ class BackboneResidualClassifier(nn.Module):
         return maps, maps.mean(dim=(2, 3))
 
 
-@register_arch("baseline", BaselineConfig)
+@register_arch("baseline", BaselineConfig, tiny={"backbone": "resnet10t", "extra_filters": 8})
 def baseline(cfg: BaselineConfig, dims: ModelDims) -> nn.Module:
     """Timm backbone + residual block with `extra_filters` filters + GAP + sigmoid per label."""
     return BackboneResidualClassifier(create_backbone(cfg), cfg.extra_filters, dims.num_classes, cfg.drop_rate)

@@ -10,7 +10,7 @@ START. Labels already emitted are masked out of p_t, in training and in decoding
 Training (`CnnRnnTask`) is order-free (`mlic.tasks.order_free`): each step's target is the remaining true label the
 model finds most probable, END once none remains; the loss is rnn_weight * sum_t -log p_t[target] (mean over images)
 plus prelim_weight * loss(v_prob). The next input is the target, or with `feed: argmax` the model's own choice (Yazici
-et al., CVPR 2020). Prediction is batched beam search (`mlic.predict.beam_search`); the scores everything downstream
+et al., CVPR 2020). Prediction is batched beam search (`mlic.models.beam_search`); the scores everything downstream
 reads are, per label, the `score_rule` of its step probability on the best path and v_prob (`max` by default). The
 decoded label sets themselves come from `CnnRnnTask.decode_step` (see `mlic.predict.decoding`).
 """
@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlic.config import invalid
+from mlic.errors import invalid
 from mlic.models.backbones import BackboneConfig, create_backbone, feature_channels, feature_map
+from mlic.models.beam_search import BestPaths, beam_search
 from mlic.models.registry import ModelDims, register_arch
-from mlic.predict.beam_search import BestPaths, beam_search
 from mlic.registry import Registry
 from mlic.tasks.base import StepOutput
 from mlic.tasks.multilabel import MultiLabelTask
@@ -253,7 +253,12 @@ class CnnRnnTask(MultiLabelTask):
                 "decoded": paths.label_sets(num_classes)}  # fmt: skip
 
 
-@register_arch("cnn_rnn", CnnRnnConfig, CnnRnnTask)
+@register_arch(
+    "cnn_rnn",
+    CnnRnnConfig,
+    CnnRnnTask,
+    tiny={"backbone": "resnet10t", "embed_dim": 8, "hidden_size": 16, "attention_dim": 8, "beam_size": 2},
+)
 def cnn_rnn(cfg: CnnRnnConfig, dims: ModelDims) -> nn.Module:
     """The attention CNN-RNN on `backbone`'s final feature map."""
     return CnnRnn(create_backbone(cfg), dims.num_classes, cfg)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mlic.config import invalid
+from mlic.errors import invalid
 from mlic.models.backbones import BackboneConfig, create_backbone
 from mlic.models.registry import ModelDims, register_arch
 
@@ -100,7 +100,7 @@ class Csra(nn.Module):
         return logits
 
 
-@register_arch("csra", CsraConfig)
+@register_arch("csra", CsraConfig, tiny={"backbone": "resnet10t", "num_heads": 2})
 def csra(cfg: CsraConfig, dims: ModelDims) -> nn.Module:
     """CSRA with `num_heads` heads and weight `lam` on the last feature map of `backbone`."""
     return Csra(create_backbone(cfg, out_indices=(-1,)), dims.num_classes, cfg)

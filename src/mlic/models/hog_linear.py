@@ -22,7 +22,9 @@ class HogLinearConfig(ArchConfig):
         check_drop_rate(self.drop_rate)
 
 
-@register_arch("hog_linear", HogLinearConfig, functools.partial(MultiLabelTask, sources=("hog",)))
+@register_arch(
+    "hog_linear", HogLinearConfig, functools.partial(MultiLabelTask, sources=("hog",)), tiny={"drop_rate": 0.1}
+)
 def hog_linear(cfg: HogLinearConfig, dims: ModelDims) -> nn.Module:
     """One linear logit per label on the HOG vector.
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlic.config import invalid
+from mlic.errors import invalid
 from mlic.models.backbones import BackboneConfig, create_backbone
 from mlic.models.registry import ModelDims, register_arch
 from mlic.registry import Registry
@@ -127,7 +127,7 @@ class Hourglass(nn.Module):
         return logits
 
 
-@register_arch("hourglass", HourglassConfig)
+@register_arch("hourglass", HourglassConfig, tiny={"backbone": "resnet10t", "deep_supervision": True})
 def hourglass(cfg: HourglassConfig, dims: ModelDims) -> nn.Module:
     """The hourglass model on `backbone` (resnet50 in the study) at `feature_indices`."""
     return Hourglass(create_backbone(cfg, out_indices=tuple(cfg.feature_indices)), dims.num_classes, cfg)

@@ -2,7 +2,8 @@
 
 The student is any registered image classifier that reads the image alone (`student`, a nested models entry: baseline
 by default; `student_archs()` lists them, and any other arch is refused); the teacher is a WSDDN (`teacher`,
-`mlic.models.wsddn`) trained by stage `teacher` on the same fold's training rows. Training has two phases
+`mlic.models.wsddn`) trained by stage `teacher` on the same fold's training rows, which training loads and hands to
+the task (`FoldRun.teacher`: this module imports no training or prediction code). Training has two phases
 (`KdWsdTask`):
 1. feature transfer, `feature_epochs`: the student backbone's last feature map is RoI-aligned on the proposals
    (rescaled to its stride) and a linear adapter (a 1x1 convolution) maps it onto the frozen teacher's RoI features
@@ -35,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlic.config import ModelEntry, invalid
-from mlic.errors import ConfigError, MlicError
+from mlic.config import ModelEntry
+from mlic.errors import ConfigError, MlicError, invalid
 from mlic.models.backbones import create_backbone, feature_channels, feature_map
 from mlic.models.regions import region_features
 from mlic.models.registry import (
@@ -48,7 +49,7 @@ from mlic.models.registry import (
     register_arch,
     resolve_entry,
 )
-from mlic.tasks.base import FoldRun, Phase, StepOutput, Task
+from mlic.tasks.base import FoldRun, Phase, StepOutput, Task, rows_digest
 
 DEFAULT_STUDENT = {"backbone": "resnet10t", "pretrained": False, "pretrained_file": None, "extra_filters": 128}
 DEFAULT_TEACHER = {"backbone": "resnet10t", "pretrained": False, "pretrained_file": None}
@@ -169,9 +170,7 @@ def check_teacher(state: dict, run: FoldRun, path: Path) -> None:
     Raises:
         MlicError: Naming the teacher's folder, the mismatch and the fix.
     """
-    from mlic.train.fold import rows_digest
-
-    fix = f"rerun the teacher stage for this fold: `dvc repro teacher@{run.model}-{run.fold}`"
+    fix = f"rerun the teacher stage for this fold: `dvc repro teacher-{run.model}-{run.fold}`"
     if state.get("fold") != run.fold:
         raise MlicError(f"the teacher was trained for fold {state.get('fold')}, not fold {run.fold}", path=path,
                         fix=fix)  # fmt: skip
@@ -228,16 +227,17 @@ class KdWsdTask(Task):
         return ("image",)
 
     def bind(self, run: FoldRun) -> None:
-        """Load this fold's teacher (stage `teacher`), checked against the fold's training rows, frozen."""
+        """Take this fold's teacher (stage `teacher`'s), frozen, once its checkpoint passes `check_teacher`.
+
+        Training reads it and hands it over (`FoldRun.teacher`); its network is built only after the check.
+        """
         self.student_task.bind(run)
         if not self.cfg.distill:
             return
-        from mlic.layout import load_checkpoint
-        from mlic.predict.inference import load_fold_model
-
-        path = run.cfg.teacher_dir(run.model, run.fold)
-        check_teacher(load_checkpoint(path), run, path)
-        self.attach_teacher(load_fold_model(path, run.device).net)
+        if run.teacher is None:
+            raise RuntimeError("KdWsdTask.bind: the run has no teacher; training hands it over as FoldRun.teacher")
+        check_teacher(run.teacher.checkpoint, run, run.teacher.path)
+        self.attach_teacher(run.teacher.load())
 
     def attach_teacher(self, teacher: nn.Module) -> None:
         """Use `teacher` (a WSDDN network) frozen, in eval mode."""
@@ -300,7 +300,15 @@ def teacher_channels(teacher: ResolvedModel) -> int:
     return feature_channels(create_backbone(offline))
 
 
-@register_arch("kd_wsd", KdWsdConfig, task=KdWsdTask)
+@register_arch(
+    "kd_wsd",
+    KdWsdConfig,
+    task=KdWsdTask,
+    tiny={  # a tiny baseline student (see baseline.py) and a tiny wsddn teacher (see wsddn.py)
+        "student": {"arch": "baseline", "backbone": "resnet10t", "extra_filters": 8},
+        "teacher": {"arch": "wsddn", "backbone": "resnet10t", "hidden": 16, "roi_channels": 8, "dropout": 0.1},
+    },
+)
 def kd_wsd(cfg: KdWsdConfig, dims: ModelDims) -> nn.Module:
     """The student (its own arch and keys) with the adapter to the teacher's RoI features and the scale s."""
     student, teacher = cfg.resolved_student(), cfg.resolved_teacher()

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlic.config import invalid
+from mlic.errors import invalid
 from mlic.models.backbones import BackboneConfig, create_backbone
 from mlic.models.registry import ModelDims, register_arch
 
@@ -129,7 +129,19 @@ class MlDecoder(nn.Module):
         return self.group_fc(self.decoder(queries, tokens))
 
 
-@register_arch("ml_decoder", MlDecoderConfig)
+@register_arch(
+    "ml_decoder",
+    MlDecoderConfig,
+    # two learnable queries: labels share a query (the group FC drops its outputs beyond the label count)
+    tiny={
+        "backbone": "resnet10t",
+        "decoder_dim": 32,
+        "num_heads": 4,
+        "ffn_dim": 64,
+        "num_queries": 2,
+        "learnable_queries": True,
+    },
+)
 def ml_decoder(cfg: MlDecoderConfig, dims: ModelDims) -> nn.Module:
     """ML-Decoder head with min(`num_queries`, labels) queries on the last feature map of `backbone`."""
     return MlDecoder(create_backbone(cfg, out_indices=(-1,)), dims.num_classes, cfg)

@@ -1,7 +1,7 @@
 """Region features for the region models (WSDDN, its distilled student, the two-branch network), in torch.
 
 Boxes travel as float32 (B, R, 5) tensors, (x, y, w, h, score) in pixels of the network's input image, R boxes per
-image (the `boxes` batch source, `mlic.data.sources`; the proposals stage pads every image to the same R). RoI
+image (the `boxes` batch source, `mlic.sources`; the proposals stage pads every image to the same R). RoI
 features come from `torchvision.ops.roi_align`, whose (K, 5) rois are (batch index, x1, y1, x2, y2).
 """
 

@@ -22,8 +22,8 @@ from typing import Any
 
 from torch import nn
 
-from mlic.config import Config, ModelEntry, build_entry, invalid
-from mlic.errors import ConfigError
+from mlic.config import Config, ModelEntry, build_entry
+from mlic.errors import ConfigError, invalid
 from mlic.registry import Registry
 from mlic.tasks.base import Task
 from mlic.tasks.losses import check_loss
@@ -79,28 +79,43 @@ Builder = Callable[[Any, ModelDims], nn.Module]
 
 @dataclass(frozen=True)
 class ArchSpec:
-    """One architecture: its name, its config class, the builder of its network, and its task."""
+    """One architecture: its name, its config class, the builder of its network, its task, and its tiny settings.
+
+    `tiny` holds the settings of the architecture's smallest useful network (a small backbone, narrow heads, its
+    optional parts switched on): keys of `config`, those that differ from its defaults. The tests that sweep every
+    architecture (tests/test_registry_sweep.py, tests/test_export_onnx.py) build it from there, so that a new
+    architecture is swept as soon as it is registered, at a size declared once, beside it.
+    """
 
     name: str
     config: type[ArchConfig]
     build: Builder
     task: Callable[[Any], Task] = MultiLabelTask
+    tiny: Mapping[str, Any] = field(default_factory=dict)
 
 
 ARCHS: Registry[ArchSpec] = Registry("model architecture", "models.<entry>.arch")
 
 
-def register_arch(name: str, config: type[ArchConfig], task: Callable[[Any], Task] = MultiLabelTask):
+def register_arch(
+    name: str,
+    config: type[ArchConfig],
+    task: Callable[[Any], Task] = MultiLabelTask,
+    *,
+    tiny: Mapping[str, Any] | None = None,
+):
     """Decorator registering the builder `(cfg, dims) -> nn.Module` as architecture `name` with its config and task.
 
     Args:
         name: The `arch` that selects it; the module must be `mlic/models/<name>.py` to be found by name.
         config: Its frozen config dataclass (a subclass of `ArchConfig`).
         task: Builds its task from the config (default: `MultiLabelTask` on the image).
+        tiny: Its tiny settings (see `ArchSpec`): keys of `config`, small enough for a forward, backward and ONNX
+            export on a CPU in a second or two, at 32 px and a handful of labels.
     """
 
     def add(build: Builder) -> Builder:
-        ARCHS.register(name)(ArchSpec(name, config, build, task))
+        ARCHS.register(name)(ArchSpec(name, config, build, task, dict(tiny or {})))
         return build
 
     return add

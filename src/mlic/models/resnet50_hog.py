@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mlic.config import invalid
+from mlic.errors import invalid
 from mlic.models.backbones import ClassifierConfig, create_backbone, feature_channels, feature_map
 from mlic.models.registry import ModelDims, register_arch
 from mlic.tasks.multilabel import MultiLabelTask
@@ -52,7 +52,12 @@ class HogFusion(nn.Module):
         return self.classifier(torch.cat([pooled, self.hog(hog)], dim=1))
 
 
-@register_arch("resnet50_hog", HogFusionConfig, functools.partial(MultiLabelTask, sources=("image", "hog")))
+@register_arch(
+    "resnet50_hog",
+    HogFusionConfig,
+    functools.partial(MultiLabelTask, sources=("image", "hog")),
+    tiny={"backbone": "resnet10t", "hog_projection": 4},
+)
 def resnet50_hog(cfg: HogFusionConfig, dims: ModelDims) -> nn.Module:
     """Timm backbone (`backbone`, resnet50 in the study) + HOG, fused before the classifier."""
     return HogFusion(create_backbone(cfg), dims.dim("hog"), cfg.hog_projection, dims.num_classes, cfg.drop_rate)

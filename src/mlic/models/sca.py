@@ -42,7 +42,7 @@ from torch import nn
 from torchvision.models.detection._utils import BoxCoder
 from torchvision.ops import FeaturePyramidNetwork, box_iou, roi_align
 
-from mlic.config import invalid
+from mlic.errors import invalid
 from mlic.models.backbones import BackboneConfig, create_backbone
 from mlic.models.regions import boxes_to_rois, enlarge_boxes
 from mlic.models.registry import ModelDims, register_arch
@@ -320,7 +320,7 @@ class ScaTask(Task):
         return out.float()
 
 
-@register_arch("sca", ScaConfig, task=ScaTask)
+@register_arch("sca", ScaConfig, task=ScaTask, tiny={"backbone": "resnet10t", "fpn_channels": 16, "hidden": 16})
 def sca(cfg: ScaConfig, dims: ModelDims) -> nn.Module:
     """SCA on `backbone` (ResNet-101 in the paper) at the stages `feature_indices`."""
     return Sca(create_backbone(cfg, out_indices=tuple(cfg.feature_indices)), dims.num_classes, cfg)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlic.config import invalid
+from mlic.errors import invalid
 from mlic.models.backbones import BackboneConfig, create_backbone
 from mlic.models.registry import ModelDims, register_arch
 from mlic.tasks.base import Phase, StepOutput
@@ -192,7 +192,7 @@ class SRNTask(MultiLabelTask):
         return torch.sigmoid(out.float())
 
 
-@register_arch("srn", SRNConfig, SRNTask)
+@register_arch("srn", SRNConfig, SRNTask, tiny={"backbone": "resnet10t", "sr_map_size": 2})
 def srn(cfg: SRNConfig, dims: ModelDims) -> nn.Module:
     """SRN on `backbone`: X and the main net's map are its last two feature stages."""
     return SRN(create_backbone(cfg, out_indices=(-2, -1)), dims.num_classes, cfg)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mlic.config import invalid
+from mlic.errors import invalid
 from mlic.models.backbones import BackboneConfig, create_backbone, feature_channels, feature_map
 from mlic.models.regions import region_features
 from mlic.models.registry import ModelDims, register_arch
@@ -216,7 +216,12 @@ class WsddnTask(Task):
         return net(*self.inputs(batch)).float()
 
 
-@register_arch("wsddn", WsddnConfig, task=WsddnTask)
+@register_arch(
+    "wsddn",
+    WsddnConfig,
+    task=WsddnTask,
+    tiny={"backbone": "resnet10t", "hidden": 16, "roi_channels": 8, "dropout": 0.1},
+)
 def wsddn(cfg: WsddnConfig, dims: ModelDims) -> nn.Module:
     """WSDDN on the last feature map of `backbone`."""
     return Wsddn(create_backbone(cfg), dims.num_classes, cfg)

@@ -23,16 +23,16 @@ from torch.utils.data import DataLoader
 from mlic.config import ThresholdsConfig
 from mlic.data.competitions import get_competition
 from mlic.data.labels import decode_labels
-from mlic.data.sources import load_sources
 from mlic.errors import ConfigError
 from mlic.io import write_json
+from mlic.loop.batches import CachedSamples
+from mlic.loop.fold_model import FoldModel, load_fold_model
 from mlic.metrics import fbeta_samples
 from mlic.models.registry import resolve_model
-from mlic.predict.inference import FoldModel, load_fold_model
 from mlic.predict.threshold_fitting import fit_per_class_exact
 from mlic.run import Run
+from mlic.sources import load_sources
 from mlic.tasks.base import Task
-from mlic.train.batches import CachedSamples
 
 TAU_GRID = np.round(np.arange(0.0, 0.95, 0.05), 2)  # stop-rule path thresholds tried (0: the END rule's path)
 

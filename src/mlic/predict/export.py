@@ -1,6 +1,6 @@
 """ONNX export of a trained model: its folds, the input normalisation, the TTA views and its task's scores, one graph.
 
-The exported graph takes each source the model reads, in the layout an application has at hand (`mlic.data.sources`:
+The exported graph takes each source the model reads, in the layout an application has at hand (`mlic.sources`:
 `image` as uint8 (N, S, S, 3) RGB at `prepare.image_size`; `hog` as float32 (N, D) raw HOG vectors of
 `mlic.features.hog.hog_of_views`), and returns `probs`: float32 (N, C), the mean over folds of `predict_views`, the
 same function the pipeline predicts with. The batch size is dynamic. The classes, image size and the run's config
@@ -17,10 +17,10 @@ import onnx
 import torch
 from torch import nn
 
-from mlic.data.sources import SOURCES, normalisers
 from mlic.io import atomic_path
-from mlic.predict.inference import FoldModel
-from mlic.predict.tta import predict_views, task_views, tta_views
+from mlic.loop.fold_model import FoldModel
+from mlic.loop.tta import predict_views, task_views, tta_views
+from mlic.sources import SOURCES, normalisers
 
 
 class ExportedModel(nn.Module):

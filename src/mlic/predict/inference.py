@@ -1,7 +1,7 @@
 """Prediction on new image files with a finished run: its fold checkpoints, ensemble weights and thresholds.
 
 New images take the pipeline's own path: the decode and cached views of `prepare`, each model's sources computed
-from those views (`mlic.data.sources`: the image itself, HOG), the normalisation, task and test-time views of
+from those views (`mlic.sources`: the image itself, HOG), the normalisation, task and test-time views of
 `train`, the fold average and model blend of `ensemble`, the thresholds and label limits of `thresholds`. So
 `mlic predict` on the competition's test images gives the pipeline's test probabilities (tests/test_predict.py
 checks it).
@@ -17,80 +17,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
-from torch.utils.data import DataLoader
 
-from mlic.config import Config, PrepareConfig, config_from_dict, select_sections
+from mlic.config import PrepareConfig, select_sections
 from mlic.data.images import MAX_PIXELS, file_views, readable_images
 from mlic.data.labels import decode_labels
-from mlic.data.sources import SOURCES, Stats
 from mlic.errors import DataProblems, MlicError
 from mlic.io import atomic_path
-from mlic.layout import check_probabilities, load_checkpoint
-from mlic.models.registry import ModelDims, resolve_model
+from mlic.layout import check_probabilities
+from mlic.loop.fold_model import FoldModel, load_fold_model
 from mlic.predict.ensemble import ENSEMBLES
-from mlic.predict.thresholds import binarize, load_thresholds
-from mlic.predict.tta import predict_loader, tta_views
 from mlic.progress import track
 from mlic.run import Run
-from mlic.tasks.base import Task
-from mlic.train.batches import CachedSamples, expand_views
-from mlic.train.runtime import Runtime, make_runtime
+from mlic.sources import SOURCES
+from mlic.thresholds import binarize, load_thresholds
 
 UPSTREAM = ("data", "prepare", "hog", "folds")  # the sections that make a fold's inputs: all folds must agree
-
-
-@dataclass(frozen=True)
-class FoldModel:
-    """One trained fold, ready to predict: the network in eval mode, its task, runtime, statistics and config."""
-
-    model: str
-    fold: int
-    net: nn.Module
-    task: Task
-    runtime: Runtime
-    stats: dict[str, Stats]
-    cfg: Config
-    classes: list[str]
-
-    @property
-    def sources(self) -> tuple[str, ...]:
-        """The batch entries the network reads to predict."""
-        return self.task.predict_sources
-
-    def predict(self, arrays: dict[str, np.ndarray], batch_size: int) -> np.ndarray:
-        """(N, C) scores of (N, views, ...) source arrays, averaged over the cached views and the TTA views."""
-        read = {k: v for k, v in arrays.items() if k in self.sources}
-        n, n_views = next(iter(read.values())).shape[:2]
-        loader = DataLoader(CachedSamples(read, *expand_views(np.arange(n), n_views)), batch_size * n_views)
-        views = tta_views(self.cfg.train.tta)
-        return predict_loader(self.task, self.net, loader, self.runtime, views, n_views, progress=False)
-
-
-def load_fold_model(fold_dir: Path, device: torch.device) -> FoldModel:
-    """Rebuild a fold's network and task from its checkpoint alone (weights, config, normalisation statistics).
-
-    Raises:
-        MlicError: If the checkpoint is missing or was written by an older mlic (before the task contract).
-    """
-    state = load_checkpoint(fold_dir)
-    if "source_dims" not in state:
-        raise MlicError(
-            "checkpoint has no source statistics (an older mlic wrote it)",
-            path=Path(fold_dir),
-            fix="retrain it: `dvc repro` reruns the train stages after an mlic upgrade",
-        )
-    cfg = config_from_dict(state["config"])
-    # the trained weights replace any pretrained ones, so none are downloaded or read
-    resolved = resolve_model(cfg, state["model"]).without_pretrained()
-    net = resolved.build(ModelDims(len(state["classes"]), state["source_dims"]))
-    net.load_state_dict(state["state_dict"])
-    runtime = make_runtime(cfg.train, state["normalisation"], device)
-    net = net.to(device).eval()
-    if runtime.channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    task = resolved.task()
-    return FoldModel(state["model"], state["fold"], net, task, runtime, state["normalisation"], cfg, state["classes"])
 
 
 @dataclass(frozen=True)
@@ -145,7 +86,7 @@ class Predictor:
     ) -> np.ndarray:
         probs = fm.predict(arrays, batch_size)
         first = names[0] if names else "the batch"
-        fix = f"check those images; if they look right, retrain the fold (`dvc repro -f train@{fm.model}-{fm.fold}`)"
+        fix = f"check those images; if they look right, retrain the fold (`dvc repro -f train-{fm.model}-{fm.fold}`)"
         return check_probabilities(probs, first, f"model {fm.model}, fold {fm.fold}", fix, names)
 
     def tags(self, probs: np.ndarray) -> list[list[str]]:

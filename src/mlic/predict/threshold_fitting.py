@@ -18,16 +18,16 @@ import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from mlic.config import ThresholdsConfig, invalid
-from mlic.errors import MlicError
+from mlic.config import ThresholdsConfig
+from mlic.errors import MlicError, invalid
 from mlic.metrics import confusion_counts, fbeta_from_counts, fbeta_per_row, fbeta_samples, summary_metrics
-from mlic.predict.thresholds import best_global_threshold, binarize
 from mlic.progress import track
 from mlic.registry import Registry
+from mlic.studies import create_study_storage
+from mlic.thresholds import best_global_threshold, binarize
 
 ThresholdFitter = Callable[[np.ndarray, np.ndarray, ThresholdsConfig], np.ndarray]
 THRESHOLD_METHODS: Registry[ThresholdFitter] = Registry("threshold method", "thresholds.method")
@@ -111,15 +111,6 @@ def _study_name(probs: np.ndarray, labels: np.ndarray, cfg: ThresholdsConfig) ->
     digest.update(np.packbits(labels.astype(bool)).tobytes())
     digest.update(repr((cfg.beta, cfg.min_labels, cfg.max_labels, cfg.seed, cfg.grid_step, cfg.max_passes)).encode())
     return f"thresholds-{digest.hexdigest()[:16]}"
-
-
-def create_study_storage(path: str | Path):
-    """Optuna's SQLite storage at `path` (created with its tables when absent); quiet unless something is wrong."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.RDBStorage(f"sqlite:///{Path(path).resolve()}")
 
 
 @THRESHOLD_METHODS.register("optuna")

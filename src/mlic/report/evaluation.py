@@ -25,7 +25,6 @@ from mlic.layout import (
 )
 from mlic.metrics import fbeta_samples, fold_prior_probs, mean_average_precision, summary_metrics
 from mlic.predict.threshold_fitting import fit_thresholds
-from mlic.predict.thresholds import best_global_threshold, binarize, threshold_grid
 from mlic.report.explore import per_class_fold_scores
 from mlic.report.markdown import (
     classes_section,
@@ -37,6 +36,7 @@ from mlic.report.markdown import (
 )
 from mlic.report.plots import class_spread_figure, save_figure, training_curves_figure
 from mlic.run import Run
+from mlic.thresholds import best_global_threshold, binarize, threshold_grid
 
 
 def all_prior_baseline(labels: np.ndarray, ens: EnsemblePredictions) -> np.ndarray:

@@ -14,7 +14,7 @@ from PIL import Image
 
 from mlic.layout import FoldPredictions
 from mlic.metrics import confusion_counts, fbeta_from_counts, fbeta_samples, mean_average_precision
-from mlic.predict.thresholds import binarize
+from mlic.thresholds import binarize
 
 
 def label_frequencies(labels: np.ndarray, classes: Sequence[str]) -> pd.DataFrame:
@@ -122,7 +122,7 @@ def hourglass_label_maps(fold_model, images: np.ndarray) -> np.ndarray:
     """Per-label probability maps of an hourglass fold model, upsampled to the image: (N, C, S, S) float32.
 
     Args:
-        fold_model: A `mlic.predict.inference.FoldModel` whose network has `label_maps` (the hourglass).
+        fold_model: A `mlic.loop.fold_model.FoldModel` whose network has `label_maps` (the hourglass).
         images: (N, S, S, 3) uint8 cached images.
     """
     import torch  # here, so that the evaluate stage, which uses the tables above, does not import torch

@@ -11,7 +11,7 @@ from sklearn.metrics import precision_recall_curve
 
 from mlic.io import atomic_path
 from mlic.metrics import average_precision_per_class, fbeta_from_counts
-from mlic.predict.thresholds import threshold_grid
+from mlic.thresholds import threshold_grid
 
 MAX_PANELS = 24  # per-class figures show the most frequent classes
 

@@ -21,9 +21,9 @@ from mlic.layout import (
     write_csv,
 )
 from mlic.metrics import per_class_table
-from mlic.predict.thresholds import binarize, load_thresholds
 from mlic.report.evaluation import all_prior_baseline, model_scores, oof_metrics, threshold_curve, write_report
 from mlic.report.plots import plot_class_curves, plot_pr_curves, plot_threshold_curve
+from mlic.thresholds import binarize, load_thresholds
 
 
 def main(cfg: Config) -> None:

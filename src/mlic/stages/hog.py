@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from mlic.config import Config, save_config
+from mlic.data.stats import feature_stats
 from mlic.features.hog import hog_of_views
-from mlic.features.stats import feature_stats
 from mlic.io import atomic_path
 from mlic.layout import CONFIG_FILE, load_prepared, save_hog
 

@@ -47,7 +47,7 @@ def cam_proposals_of_run(cfg: Config, prep: Prepared) -> StoredProposals:
     """Boxes of every view from the CAM model's folds (out-of-fold for training rows, the fold mean for test)."""
     import torch
 
-    from mlic.predict.inference import load_fold_model
+    from mlic.loop.fold_model import load_fold_model
 
     run_dir, device = Path(cfg.proposals.cam.run_dir), torch.device("cpu")
     folds = load_folds(cfg.folds.out_file, prep.train_ids)

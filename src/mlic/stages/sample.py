@@ -15,7 +15,8 @@ import cv2
 import pandas as pd
 
 from mlic.config import Config, SampleConfig
-from mlic.data.synthetic import ImetSpec, imet_image_id, imet_spec, make_chip, make_imet_image
+from mlic.data.synthetic.imet import ImetSpec, imet_image_id, imet_spec, make_imet_image
+from mlic.data.synthetic.planet import make_chip
 from mlic.io import atomic_path
 from mlic.progress import track
 from mlic.registry import Registry

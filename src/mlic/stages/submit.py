@@ -6,7 +6,7 @@ from mlic.config import Config
 from mlic.data.competitions import get_competition
 from mlic.data.labels import decode_labels
 from mlic.layout import load_ensemble, load_prepared, save_submit_predictions
-from mlic.predict.thresholds import binarize, load_thresholds
+from mlic.thresholds import binarize, load_thresholds
 
 
 def main(cfg: Config) -> None:

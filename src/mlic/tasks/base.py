@@ -1,10 +1,11 @@
 """The task contract: what an architecture trains on, how it trains, and how it predicts.
 
 A task owns these, and the engine, validation, `mlic predict` and `mlic export-onnx` call only them:
-- `sources`: the batch entries it reads, names from the registry of sources (`mlic.data.sources`: the image cache,
+- `sources`: the batch entries it reads, names from the registry of sources (`mlic.sources`: the image cache,
   HOG, boxes, ...); training loads only those, and `target` (the label matrix row) comes with every training batch;
   `predict_sources` are those prediction needs (a distilled student reads boxes to train, the image alone to predict);
-- `bind(run)`: the fold it trains on, before training (a student loads its teacher for that fold here);
+- `bind(run)`: the fold it trains on, before training (a distilled student gets its teacher for that fold here:
+  the training side loads it, `FoldRun.teacher`, and the task checks it and builds it);
 - `phases(epochs)`: the training schedule, each phase a number of epochs, the parameters that train and an LR scale
   (the engine calls `begin_phase(phase)` before each epoch, for a task whose loss changes with the phase);
 - `training_step(net, batch)`: the loss, with its named parts for logging;
@@ -16,8 +17,10 @@ branch for it: the task, not the loop, knows about auxiliary heads, teachers or 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -48,15 +51,42 @@ class Phase:
         return self.trainable is None or parameter_name.startswith(self.trainable)
 
 
+def rows_digest(rows: np.ndarray) -> str:
+    """SHA-256 of a set of row numbers: what a checkpoint records of the rows it was trained on."""
+    return hashlib.sha256(np.sort(np.asarray(rows, dtype=np.int64)).tobytes()).hexdigest()
+
+
+@dataclass(frozen=True)
+class TrainedFold:
+    """A model another stage trained for this run's fold (a distilled student's teacher), as training hands it over.
+
+    The training side reads it (`mlic.train.fold.teacher_for`), so that a task imports no training or prediction
+    code; the task checks the checkpoint before it builds the network.
+
+    Args:
+        path: Its fold folder (for messages).
+        checkpoint: Its checkpoint: weights and what they were trained on (`fold`, `train_rows_sha256`, ...).
+        load: Builds its network from that folder, on the run's device, in eval mode.
+    """
+
+    path: Path
+    checkpoint: dict
+    load: Callable[[], nn.Module]
+
+
 @dataclass(frozen=True)
 class FoldRun:
-    """The training run a task is bound to: the config, the models entry, the fold, its training rows, the device."""
+    """The training run a task is bound to: the config, the models entry, the fold, its training rows, the device.
+
+    `teacher` is the fold's teacher when the entry names one (`ArchConfig.teacher_entry`), else None.
+    """
 
     cfg: object  # mlic.config.Config (not imported here: tasks stay free of the pipeline's config module)
     model: str
     fold: int
     train_rows: np.ndarray
     device: torch.device
+    teacher: TrainedFold | None = None
 
 
 @dataclass

@@ -1,10 +1,8 @@
 """Auxiliary models trained per fold for another stage: a distilled student's teacher, the CAM model of proposals.
 
 Each is an ordinary `models` entry trained by `train_fold` on the fold's training rows only, written as a fold folder
-(`mlic.layout.save_fold`: checkpoint, predictions, config, curves) into the folder its DVC stage owns. When the
-configuration needs none, the stage still writes its folder, with only a marker file, so that dvc.yaml can list the
-folder as a dependency of every matrix item (DVC has no per-item dependencies): `mlic.layout.save_marker`, which the
-stages write without importing torch, so a marker costs a fraction of a second.
+(`mlic.layout.save_fold`: checkpoint, predictions, config, curves) into the folder its DVC stage owns. dvc.yaml has
+those stages only when the params need them (`mlic.pipeline`).
 """
 
 from __future__ import annotations

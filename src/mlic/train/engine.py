@@ -33,11 +33,11 @@ from mlic.config import TrainConfig
 from mlic.errors import MlicError
 from mlic.io import atomic_path
 from mlic.layout import load_tensors
+from mlic.loop.runtime import Runtime
 from mlic.progress import track
 from mlic.registry import Registry
 from mlic.tasks.base import Phase, Task, phase_at
 from mlic.train.distributed import SINGLE_PROCESS, DistContext, broadcast_flag
-from mlic.train.runtime import Runtime
 
 OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry("optimizer", "train.optimizer")
 OPTIMIZERS.register("adamw")(torch.optim.AdamW)

@@ -7,7 +7,6 @@ the out-of-fold and test rows with test-time augmentation, and returns the fold'
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import shutil
 from dataclasses import dataclass
@@ -20,8 +19,8 @@ from torch.utils.data import DataLoader
 
 from mlic import deps
 from mlic.config import Config, select_sections
-from mlic.data.sources import SOURCES, SourceData, load_sources, stats_tensors
 from mlic.errors import ConfigError
+from mlic.hashing import file_digests
 from mlic.layout import (
     LIVE_DIR,
     RESUME_FILE,
@@ -32,17 +31,20 @@ from mlic.layout import (
     load_prepared,
     save_fold,
 )
+from mlic.layout import load_checkpoint as load_fold_checkpoint  # train.engine's load_checkpoint is the resume state
+from mlic.loop.batches import CachedSamples, expand_views, seed_worker
+from mlic.loop.fold_model import load_fold_model
+from mlic.loop.runtime import Runtime, make_runtime, resolve_device
+from mlic.loop.tta import predict_loader, tta_views
 from mlic.metrics import mean_average_precision
 from mlic.models.registry import ModelDims, ResolvedModel, resolve_model
-from mlic.predict.thresholds import best_global_threshold
-from mlic.predict.tta import predict_loader, tta_views
 from mlic.progress import shows_bar
-from mlic.tasks.base import FoldRun, Task, check_phases, phase_at
+from mlic.sources import SOURCES, SourceData, load_sources, stats_tensors
+from mlic.tasks.base import FoldRun, Task, TrainedFold, check_phases, phase_at, rows_digest
+from mlic.thresholds import best_global_threshold
 from mlic.train.augment import create_augmentation
-from mlic.train.batches import CachedSamples, expand_views, seed_worker
 from mlic.train.distributed import DistContext, barrier, init_distributed, shutdown, wrap_model
 from mlic.train.engine import Engine, Validate, fingerprint, fit, load_checkpoint, make_engine, save_checkpoint
-from mlic.train.runtime import Runtime, make_runtime, resolve_device
 from mlic.train.sampling import make_train_loader
 
 # What a fold's training reads, and so what its checkpoint, its config.yaml and its resume fingerprint record
@@ -121,9 +123,18 @@ def run_config(cfg: Config, model: str, fold: int, sources: tuple[str, ...] = ()
     return select_sections(cfg.narrowed(model, fold).to_dict(), RUN_SECTIONS + extra)
 
 
-def rows_digest(rows: np.ndarray) -> str:
-    """SHA-256 of a set of row numbers: what a checkpoint records of the rows it was trained on."""
-    return hashlib.sha256(np.sort(np.asarray(rows, dtype=np.int64)).tobytes()).hexdigest()
+def teacher_for(
+    cfg: Config, resolved: ResolvedModel, model: str, fold: int, device: torch.device
+) -> TrainedFold | None:
+    """The fold's teacher (stage `teacher`'s output) when the entry names one, for its task's `bind`; else None.
+
+    Its checkpoint is read here; its network is built when the task asks (`TrainedFold.load`), after the task has
+    checked what it was trained on. So the task, and the architecture module, import no training or prediction code.
+    """
+    if resolved.config.teacher_entry() is None:
+        return None
+    path = cfg.teacher_dir(model, fold)
+    return TrainedFold(path, load_fold_checkpoint(path), lambda: load_fold_model(path, device).net)
 
 
 def run_code(resolved: ResolvedModel) -> dict[str, str]:
@@ -135,7 +146,7 @@ def run_code(resolved: ResolvedModel) -> dict[str, str]:
             modules += deps.arch_modules(arch, root)
     files = {m: deps.module_file(m, root) for m in modules}
     files[resolved.spec.build.__module__] = Path(inspect.getsourcefile(resolved.spec.build))  # a spec from elsewhere
-    return {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in sorted(files.items())}
+    return file_digests(files)
 
 
 def build_engine(cfg: Config, resolved: ResolvedModel, task: Task, data: FoldData, rt: Runtime, ctx: DistContext,
@@ -256,7 +267,8 @@ def train_fold(cfg: Config, model: str, fold: int, resume: bool, ctx: DistContex
               f"({n_params:.2f}M parameters)" + (f", resumed after epoch {engine.state.epoch}" if resumed else ""),
               flush=True)  # fmt: skip
     live = start_live(ckpt_dir / LIVE_DIR, engine.state.history) if ctx.is_main else None
-    task.bind(FoldRun(cfg, model, fold, data.train_rows, rt.device))
+    teacher = teacher_for(cfg, resolved, model, fold, rt.device)  # a distilled student's, checked by its task
+    task.bind(FoldRun(cfg, model, fold, data.train_rows, rt.device, teacher))
     task.setup(data.prep.labels[data.train_rows])
     on_epoch = epoch_callback(live, ckpt_dir / RESUME_FILE, run_hash, cfg.train.epochs)
     fit(engine, train, task, cfg.train, rt, make_validate(cfg, data, val, rt, task), on_epoch, ctx)

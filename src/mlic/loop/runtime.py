@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from mlic.config import TrainConfig
-from mlic.data.sources import SOURCES, Stats, normalisers
+from mlic.sources import SOURCES, Stats, normalisers
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Batched beam search over label sequences: every image and every beam in one tensor, never a loop per image.
+"""Batched beam search over label sequences, `cnn_rnn`'s decoding: all images and beams in one tensor, no loop.
 
 A decoder emits one label per step from C labels plus END (index C). `beam_search` keeps the B most probable paths of
 each image, scored by the sum of their steps' log-probabilities:

@@ -4,121 +4,36 @@ The real "Planet: Understanding the Amazon from Space" data cannot ship with the
 chips generated here. Labels follow the measured frequencies and co-occurrences of the real competition; images
 draw each tag as a distinct pattern (fields, rivers, roads, mines, clouds...) that a small CNN trained from scratch
 at 64x64 px can learn. Everything is a pure function of a numpy Generator, so chips can be made in parallel.
-
-The same holds for the synthetic iMet 2019 photos at the end: culture:: and tag:: attributes with a long-tailed
-frequency, drawn as backdrop hues and coloured shapes on images of varied, non-square sizes.
 """
 
 from __future__ import annotations
 
-import colorsys
-import hashlib
+import csv
+import io
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from importlib import resources
 
 import cv2
 import numpy as np
 
+from mlic.data.synthetic.common import ONE, SHIFT, Color, jitter, rect, to_fixed
 from mlic.data.vocabularies import PLANET_TAGS
 
 TAGS: tuple[str, ...] = PLANET_TAGS
 WEATHER_TAGS: tuple[str, ...] = ("clear", "partly_cloudy", "haze", "cloudy")
 
-# The label tables below were measured on the real train_v2.csv (40,479 rows) and are carried over as constants so
-# that nothing reads shared data at run time.
+# The label tables below were measured on the real train_v2.csv (40,479 rows) and are carried over as constants (and
+# one data file beside this module) so that nothing reads shared data at run time.
 WEATHER_PROBS: dict[str, float] = {"clear": 0.7024, "partly_cloudy": 0.1794, "haze": 0.0666, "cloudy": 0.0516}
 
 # P(agriculture | weather); cloudy chips carry no land tag at all.
 AGRICULTURE_PROBS: dict[str, float] = {"clear": 0.322, "partly_cloudy": 0.343, "haze": 0.249}
 
-# P(tag | weather, agriculture) for the other land tags, sampled as independent Bernoullis. The "road" entry is kept
-# for reference only: road is sampled from ROAD_GIVEN_HABITATION instead.
-LAND_PROBS: dict[tuple[str, bool], dict[str, float]] = {
-    ("clear", False): {
-        "primary": 0.9749,
-        "road": 0.0838,
-        "water": 0.1795,
-        "cultivation": 0.0483,
-        "habitation": 0.0409,
-        "bare_ground": 0.0285,
-        "selective_logging": 0.0132,
-        "artisinal_mine": 0.014,
-        "blooming": 0.0146,
-        "slash_burn": 0.0037,
-        "blow_down": 0.0034,
-        "conventional_mine": 0.0026,
-    },
-    ("clear", True): {
-        "primary": 0.9695,
-        "road": 0.5115,
-        "water": 0.2232,
-        "cultivation": 0.2836,
-        "habitation": 0.2515,
-        "bare_ground": 0.0215,
-        "selective_logging": 0.0059,
-        "artisinal_mine": 0.004,
-        "blooming": 0.0032,
-        "slash_burn": 0.011,
-        "blow_down": 0.0021,
-        "conventional_mine": 0.0021,
-    },
-    ("partly_cloudy", False): {
-        "primary": 0.9927,
-        "road": 0.0617,
-        "water": 0.1703,
-        "cultivation": 0.0235,
-        "habitation": 0.0176,
-        "bare_ground": 0.0124,
-        "selective_logging": 0.0036,
-        "artisinal_mine": 0.0055,
-        "blooming": 0.0031,
-        "slash_burn": 0.0031,
-        "blow_down": 0.0021,
-        "conventional_mine": 0.0048,
-    },
-    ("partly_cloudy", True): {
-        "primary": 0.9795,
-        "road": 0.4364,
-        "water": 0.1937,
-        "cultivation": 0.2551,
-        "habitation": 0.1432,
-        "bare_ground": 0.006,
-        "selective_logging": 0.004,
-        "artisinal_mine": 0.0004,
-        "blooming": 0.0008,
-        "slash_burn": 0.0072,
-        "blow_down": 0.0012,
-        "conventional_mine": 0.002,
-    },
-    ("haze", False): {
-        "primary": 0.9931,
-        "road": 0.0632,
-        "water": 0.2104,
-        "cultivation": 0.0277,
-        "habitation": 0.0247,
-        "bare_ground": 0.0138,
-        "selective_logging": 0.002,
-        "artisinal_mine": 0.0025,
-        "blooming": 0.0015,
-        "slash_burn": 0.0015,
-        "blow_down": 0.0,
-        "conventional_mine": 0.001,
-    },
-    ("haze", True): {
-        "primary": 0.9807,
-        "road": 0.3958,
-        "water": 0.2783,
-        "cultivation": 0.2173,
-        "habitation": 0.1176,
-        "bare_ground": 0.0193,
-        "selective_logging": 0.0015,
-        "artisinal_mine": 0.0,
-        "blooming": 0.0015,
-        "slash_burn": 0.0,
-        "blow_down": 0.0,
-        "conventional_mine": 0.0,
-    },
-}
+
+# P(tag | weather, agriculture) for the other land tags, sampled as independent Bernoullis: LAND_PROBS_FILE, a CSV
+# with a row per (weather, agriculture 0/1) and a column per tag. Its "road" column is kept for reference only: road
+# is sampled from ROAD_GIVEN_HABITATION instead.
+LAND_PROBS_FILE = "planet_land_probs.csv"
 
 # P(road | weather, agriculture, habitation): roads are strongly tied to settlements, so habitation is drawn first.
 ROAD_GIVEN_HABITATION: dict[tuple[str, bool, bool], float] = {
@@ -152,7 +67,27 @@ _SAMPLED_LAND_TAGS: tuple[str, ...] = (
     "conventional_mine",
 )
 
-Color = tuple[float, float, float]
+
+def load_land_probs(name: str = LAND_PROBS_FILE) -> dict[tuple[str, bool], dict[str, float]]:
+    """P(tag | weather, agriculture) of the land tags, from the CSV `name` shipped beside this module.
+
+    Raises:
+        ValueError: When the table lacks a (weather, agriculture) row or a sampled land tag's column.
+    """
+    text = resources.files(__package__).joinpath(name).read_text()
+    table = {}
+    for row in csv.DictReader(io.StringIO(text)):
+        key = (row.pop("weather"), row.pop("agriculture") == "1")
+        table[key] = {tag: float(p) for tag, p in row.items()}
+    wanted = {(w, a) for w in WEATHER_TAGS if w != "cloudy" for a in (False, True)}
+    if set(table) != wanted or any(set(_SAMPLED_LAND_TAGS) - set(probs) for probs in table.values()):
+        raise ValueError(
+            f"{name}: needs a row per (weather, agriculture) in {sorted(wanted)} and a column per land tag"
+        )
+    return table
+
+
+LAND_PROBS: dict[tuple[str, bool], dict[str, float]] = load_land_probs()
 
 
 def sample_tags(rng: np.random.Generator) -> list[str]:
@@ -243,20 +178,6 @@ def render_chip(tags: Sequence[str], size: int, rng: np.random.Generator) -> np.
 
 # --- drawing helpers ---------------------------------------------------------------------------------------------
 
-_SHIFT = 4  # cv2 fractional bits: sub-pixel geometry keeps small shapes smooth at 64 px
-_ONE = 1 << _SHIFT
-
-
-def _fixed(points: np.ndarray) -> np.ndarray:
-    """Float pixel coordinates to cv2's fixed-point int32 format (see _SHIFT)."""
-    return np.round(np.asarray(points, dtype=np.float64) * _ONE).astype(np.int32)
-
-
-def _jitter(color: Color, rng: np.random.Generator, amount: float = 12.0) -> Color:
-    """A colour randomly perturbed around `color`, so each chip varies within a tag's palette."""
-    r, g, b = np.asarray(color) + rng.uniform(-amount, amount, 3)
-    return float(r), float(g), float(b)
-
 
 def _smooth_noise(size: int, cells: int, rng: np.random.Generator, channels: int = 1) -> np.ndarray:
     """Unit-variance-ish low-frequency noise of shape (size, size[, channels]): `cells` values upsampled per side."""
@@ -273,13 +194,6 @@ def _blob(
     angles = (np.arange(n) + rng.uniform(-0.3, 0.3, n)) * (2 * np.pi / n) + rng.uniform(0, 2 * np.pi)
     radii = radius * rng.uniform(1 - irregular, 1 + irregular, n)
     return center + np.stack([np.cos(angles), np.sin(angles)], axis=1) * radii[:, None]
-
-
-def _rect(center: np.ndarray, w: float, h: float, angle: float) -> np.ndarray:
-    """Vertices of a w x h rectangle rotated by `angle` radians around `center`."""
-    corners = np.array([[-w, -h], [w, -h], [w, h], [-w, h]]) / 2
-    c, s = np.cos(angle), np.sin(angle)
-    return center + corners @ np.array([[c, s], [-s, c]])
 
 
 def _blend(img: np.ndarray, mask: np.ndarray, color: Color | np.ndarray, alpha: float = 1.0) -> None:
@@ -315,9 +229,9 @@ def _edge_to_edge(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.n
 def _base_layer(size: int, forest: bool, rng: np.random.Generator) -> np.ndarray:
     """Dense dark-green rainforest with fine mottled crowns, or (without primary) paler olive/tan open land."""
     if forest:
-        color, cells, amp = _jitter((38, 80, 44), rng, 8), 22, 0.22
+        color, cells, amp = jitter((38, 80, 44), rng, 8), 22, 0.22
     else:
-        color, cells, amp = _jitter((150, 140, 96), rng, 15), 6, 0.12
+        color, cells, amp = jitter((150, 140, 96), rng, 15), 6, 0.12
     # Luminance mottling (tree crowns, soil variation) plus a broader per-channel tint drift. Cell counts are fixed
     # so texture scales with the chip like all other geometry.
     shade = 1 + amp * _smooth_noise(size, cells, rng)
@@ -331,9 +245,9 @@ def _draw_bare_ground(img: np.ndarray, size: int, rng: np.random.Generator) -> N
     """One large irregular tan/brown patch of exposed soil with soft edges."""
     mask = np.zeros((size, size), np.float32)
     center = rng.uniform(0.3, 0.7, 2) * size
-    cv2.fillPoly(mask, [_fixed(_blob(center, rng.uniform(0.18, 0.28) * size, rng, 11, 0.4))], 1.0, shift=_SHIFT)
+    cv2.fillPoly(mask, [to_fixed(_blob(center, rng.uniform(0.18, 0.28) * size, rng, 11, 0.4))], 1.0, shift=SHIFT)
     mask = cv2.GaussianBlur(mask, (0, 0), 0.02 * size + 0.5)
-    _blend(img, mask, _jitter((178, 142, 100), rng, 15), 0.95)
+    _blend(img, mask, jitter((178, 142, 100), rng, 15), 0.95)
 
 
 def _draw_agriculture(img: np.ndarray, size: int, rng: np.random.Generator) -> None:
@@ -351,8 +265,8 @@ def _draw_agriculture(img: np.ndarray, size: int, rng: np.random.Generator) -> N
                 continue
             offset = np.array([(j + 0.5) * cell, (i + 0.5) * cell])
             center = origin + np.array([offset[0] * c - offset[1] * s, offset[0] * s + offset[1] * c])
-            color = _jitter(palette[rng.integers(len(palette))], rng, 10)
-            cv2.fillPoly(img, [_fixed(_rect(center, cell - gap, cell - gap, angle))], color, shift=_SHIFT)
+            color = jitter(palette[rng.integers(len(palette))], rng, 10)
+            cv2.fillPoly(img, [to_fixed(rect(center, cell - gap, cell - gap, angle))], color, shift=SHIFT)
 
 
 def _draw_cultivation(img: np.ndarray, size: int, rng: np.random.Generator) -> None:
@@ -360,15 +274,15 @@ def _draw_cultivation(img: np.ndarray, size: int, rng: np.random.Generator) -> N
     for _ in range(rng.integers(2, 5)):
         center = rng.uniform(0.1, 0.9, 2) * size
         polygon = _blob(center, rng.uniform(0.04, 0.07) * size, rng, 7, 0.5)
-        cv2.fillPoly(img, [_fixed(polygon)], _jitter((165, 125, 85), rng, 12), shift=_SHIFT)
+        cv2.fillPoly(img, [to_fixed(polygon)], jitter((165, 125, 85), rng, 12), shift=SHIFT)
 
 
 def _draw_water(img: np.ndarray, size: int, rng: np.random.Generator) -> None:
     """A dark-blue meandering river crossing the chip, or occasionally a lake."""
-    color = _jitter((30, 55, 115), rng, 10)
+    color = jitter((30, 55, 115), rng, 10)
     if rng.random() < 0.2:
         center = rng.uniform(0.3, 0.7, 2) * size
-        cv2.fillPoly(img, [_fixed(_blob(center, rng.uniform(0.12, 0.2) * size, rng, 10, 0.3))], color, shift=_SHIFT)
+        cv2.fillPoly(img, [to_fixed(_blob(center, rng.uniform(0.12, 0.2) * size, rng, 10, 0.3))], color, shift=SHIFT)
         return
     start, end = _edge_to_edge(size, rng)
     t = np.linspace(0, 1, 40)[:, None]
@@ -377,15 +291,15 @@ def _draw_water(img: np.ndarray, size: int, rng: np.random.Generator) -> None:
     wiggle = rng.uniform(0.06, 0.12) * size * np.sin(2 * np.pi * rng.uniform(1.0, 2.5) * t + rng.uniform(0, 6.3))
     path = start + t * direction + wiggle * normal
     width = max(2, round(size / 12 * rng.uniform(0.8, 1.2)))
-    cv2.polylines(img, [_fixed(path)], False, color, width, cv2.LINE_8, _SHIFT)
+    cv2.polylines(img, [to_fixed(path)], False, color, width, cv2.LINE_8, SHIFT)
 
 
 def _draw_blow_down(img: np.ndarray, size: int, rng: np.random.Generator) -> None:
     """An elongated patch of pale lime-green diagonal streaks (wind-felled trees)."""
     ellipse = np.zeros((size, size), np.float32)
-    center = tuple(int(v) for v in rng.uniform(0.3, 0.7, 2) * size * _ONE)
-    axes = tuple(int(v) for v in np.array([rng.uniform(0.22, 0.32), rng.uniform(0.08, 0.12)]) * size * _ONE)
-    cv2.ellipse(ellipse, center, axes, rng.uniform(0, 180), 0, 360, 1.0, -1, cv2.LINE_8, _SHIFT)
+    center = tuple(int(v) for v in rng.uniform(0.3, 0.7, 2) * size * ONE)
+    axes = tuple(int(v) for v in np.array([rng.uniform(0.22, 0.32), rng.uniform(0.08, 0.12)]) * size * ONE)
+    cv2.ellipse(ellipse, center, axes, rng.uniform(0, 180), 0, 360, 1.0, -1, cv2.LINE_8, SHIFT)
     streaks = np.zeros_like(ellipse)
     angle = rng.uniform(0.6, 0.95) * (1 if rng.random() < 0.5 else -1)  # diagonal, either way
     along = np.array([np.cos(angle), np.sin(angle)]) * 2 * size  # long enough to cross the chip from anywhere
@@ -393,9 +307,9 @@ def _draw_blow_down(img: np.ndarray, size: int, rng: np.random.Generator) -> Non
     for k in np.arange(-1.5 * size, 1.5 * size, 0.09 * size):  # parallel streaks stepped across the chip
         middle = np.array([size / 2 + k, size / 2])
         cv2.line(
-            streaks, tuple(_fixed(middle - along)), tuple(_fixed(middle + along)), 1.0, thickness, cv2.LINE_8, _SHIFT
+            streaks, tuple(to_fixed(middle - along)), tuple(to_fixed(middle + along)), 1.0, thickness, cv2.LINE_8, SHIFT
         )
-    _blend(img, ellipse * (0.3 + 0.7 * streaks), _jitter((185, 225, 120), rng, 10))
+    _blend(img, ellipse * (0.3 + 0.7 * streaks), jitter((185, 225, 120), rng, 10))
 
 
 def _draw_slash_burn(img: np.ndarray, size: int, rng: np.random.Generator) -> None:
@@ -404,40 +318,40 @@ def _draw_slash_burn(img: np.ndarray, size: int, rng: np.random.Generator) -> No
     radius = rng.uniform(0.09, 0.14) * size
     smoke = np.zeros((size, size), np.float32)
     drift = rng.normal(0, 0.08, 2) * size
-    cv2.circle(smoke, tuple(_fixed(center + drift)), int(radius * 2.0 * _ONE), 1.0, -1, cv2.LINE_8, _SHIFT)
+    cv2.circle(smoke, tuple(to_fixed(center + drift)), int(radius * 2.0 * ONE), 1.0, -1, cv2.LINE_8, SHIFT)
     smoke = cv2.GaussianBlur(smoke, (0, 0), 0.08 * size)
-    _blend(img, smoke, _jitter((195, 195, 190), rng, 8), 0.6)
-    cv2.fillPoly(img, [_fixed(_blob(center, radius, rng, 9, 0.35))], _jitter((28, 25, 22), rng, 6), shift=_SHIFT)
+    _blend(img, smoke, jitter((195, 195, 190), rng, 8), 0.6)
+    cv2.fillPoly(img, [to_fixed(_blob(center, radius, rng, 9, 0.35))], jitter((28, 25, 22), rng, 6), shift=SHIFT)
 
 
 def _draw_conventional_mine(img: np.ndarray, size: int, rng: np.random.Generator) -> None:
     """A large light-grey geometric open pit with concentric terrace rings."""
     center = rng.uniform(0.3, 0.7, 2) * size
     outline = _blob(np.zeros(2), rng.uniform(0.18, 0.26) * size, rng, 6, 0.2)
-    cv2.fillPoly(img, [_fixed(center + outline)], _jitter((205, 203, 196), rng, 8), shift=_SHIFT)
-    ring = _jitter((140, 135, 128), rng, 8)
+    cv2.fillPoly(img, [to_fixed(center + outline)], jitter((205, 203, 196), rng, 8), shift=SHIFT)
+    ring = jitter((140, 135, 128), rng, 8)
     thickness = max(1, round(0.02 * size))
     for scale in (0.78, 0.56, 0.34):  # terraces step down toward the pit floor
-        cv2.polylines(img, [_fixed(center + outline * scale)], True, ring, thickness, cv2.LINE_8, _SHIFT)
-    cv2.fillPoly(img, [_fixed(center + outline * 0.15)], _jitter((110, 120, 115), rng, 8), shift=_SHIFT)
+        cv2.polylines(img, [to_fixed(center + outline * scale)], True, ring, thickness, cv2.LINE_8, SHIFT)
+    cv2.fillPoly(img, [to_fixed(center + outline * 0.15)], jitter((110, 120, 115), rng, 8), shift=SHIFT)
 
 
 def _draw_artisinal_mine(img: np.ndarray, size: int, rng: np.random.Generator) -> None:
     """A tight cluster of small orange/ochre and turquoise spots: tailings ponds on disturbed soil."""
     center = rng.uniform(0.2, 0.8, 2) * size
     soil = _blob(center, 0.12 * size, rng, 8, 0.3)
-    cv2.fillPoly(img, [_fixed(soil)], _jitter((150, 120, 85), rng, 10), shift=_SHIFT)
+    cv2.fillPoly(img, [to_fixed(soil)], jitter((150, 120, 85), rng, 10), shift=SHIFT)
     palette = [(220, 140, 45), (200, 160, 60), (60, 195, 185), (90, 210, 190)]
     for k in range(rng.integers(5, 9)):
         spot = center + rng.normal(0, 0.06, 2) * size
         radius = rng.uniform(0.025, 0.045) * size
-        color = _jitter(palette[(k % 2) * 2 + rng.integers(2)], rng, 10)  # alternate ochre and turquoise
-        cv2.circle(img, tuple(_fixed(spot)), int(radius * _ONE), color, -1, cv2.LINE_8, _SHIFT)
+        color = jitter(palette[(k % 2) * 2 + rng.integers(2)], rng, 10)  # alternate ochre and turquoise
+        cv2.circle(img, tuple(to_fixed(spot)), int(radius * ONE), color, -1, cv2.LINE_8, SHIFT)
 
 
 def _draw_selective_logging(img: np.ndarray, size: int, rng: np.random.Generator) -> None:
     """A fishbone of short thin dark-tan skid trails branching off a short spine, finer than a road."""
-    color = _jitter((150, 115, 75), rng, 10)
+    color = jitter((150, 115, 75), rng, 10)
     thickness = max(1, round(size / 64 * 0.8))
     for _ in range(rng.integers(1, 3)):
         center = rng.uniform(0.25, 0.75, 2) * size
@@ -447,17 +361,17 @@ def _draw_selective_logging(img: np.ndarray, size: int, rng: np.random.Generator
         half = rng.uniform(0.15, 0.22) * size
         cv2.line(
             img,
-            tuple(_fixed(center - along * half)),
-            tuple(_fixed(center + along * half)),
+            tuple(to_fixed(center - along * half)),
+            tuple(to_fixed(center + along * half)),
             color,
             thickness,
             cv2.LINE_8,
-            _SHIFT,
+            SHIFT,
         )
         for t in np.linspace(-0.8, 0.8, rng.integers(4, 7)):
             root = center + along * half * t
             tip = root + (across * rng.choice([-1, 1]) + along * 0.4) * rng.uniform(0.06, 0.1) * size
-            cv2.line(img, tuple(_fixed(root)), tuple(_fixed(tip)), color, thickness, cv2.LINE_8, _SHIFT)
+            cv2.line(img, tuple(to_fixed(root)), tuple(to_fixed(tip)), color, thickness, cv2.LINE_8, SHIFT)
 
 
 def _draw_road(img: np.ndarray, size: int, rng: np.random.Generator) -> None:
@@ -465,7 +379,7 @@ def _draw_road(img: np.ndarray, size: int, rng: np.random.Generator) -> None:
     start, end = _edge_to_edge(size, rng)
     path = _curve(start, end, 0.25 * size, rng)
     thickness = max(1, round(size / 64 * 1.5 * rng.uniform(1.0, 1.3)))
-    cv2.polylines(img, [_fixed(path)], False, _jitter((195, 185, 160), rng, 12), thickness, cv2.LINE_8, _SHIFT)
+    cv2.polylines(img, [to_fixed(path)], False, jitter((195, 185, 160), rng, 12), thickness, cv2.LINE_8, SHIFT)
 
 
 def _draw_habitation(img: np.ndarray, size: int, rng: np.random.Generator) -> None:
@@ -476,8 +390,8 @@ def _draw_habitation(img: np.ndarray, size: int, rng: np.random.Generator) -> No
         spot = center + rng.normal(0, 0.1, 2) * size
         side = rng.uniform(0.04, 0.065) * size
         grey = rng.uniform(185, 250)
-        color = _jitter((grey, grey, grey), rng, 6)
-        cv2.fillPoly(img, [_fixed(_rect(spot, side, side, angle))], color, shift=_SHIFT)
+        color = jitter((grey, grey, grey), rng, 6)
+        cv2.fillPoly(img, [to_fixed(rect(spot, side, side, angle))], color, shift=SHIFT)
 
 
 def _draw_blooming(img: np.ndarray, size: int, rng: np.random.Generator) -> None:
@@ -486,8 +400,8 @@ def _draw_blooming(img: np.ndarray, size: int, rng: np.random.Generator) -> None
     for _ in range(rng.integers(18, 35)):
         spot = rng.uniform(0, 1, 2) * size
         radius = rng.uniform(0.012, 0.022) * size
-        color = _jitter(palette[rng.integers(len(palette))], rng, 8)
-        cv2.circle(img, tuple(_fixed(spot)), int(radius * _ONE), color, -1, cv2.LINE_8, _SHIFT)
+        color = jitter(palette[rng.integers(len(palette))], rng, 8)
+        cv2.circle(img, tuple(to_fixed(spot)), int(radius * ONE), color, -1, cv2.LINE_8, SHIFT)
 
 
 # --- weather -----------------------------------------------------------------------------------------------------
@@ -498,7 +412,7 @@ def _draw_haze(img: np.ndarray, size: int, rng: np.random.Generator) -> None:
     softened = cv2.GaussianBlur(img, (0, 0), 0.012 * size + 0.4)
     veil = 1 + 0.04 * _smooth_noise(size, 3, rng)[..., None]
     alpha = rng.uniform(0.45, 0.6)
-    img[:] = softened * (1 - alpha) + np.asarray(_jitter((205, 205, 210), rng, 8), np.float32) * veil * alpha
+    img[:] = softened * (1 - alpha) + np.asarray(jitter((205, 205, 210), rng, 8), np.float32) * veil * alpha
 
 
 def _cloud_mask(size: int, rng: np.random.Generator, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -510,9 +424,9 @@ def _cloud_mask(size: int, rng: np.random.Generator, offset: np.ndarray) -> tupl
         center = rng.uniform(0.1, 0.9, 2) * size
         for _ in range(4):  # a few overlapping puffs make a lumpy, cloud-like outline
             puff = center + rng.normal(0, 0.35, 2) * blob_radius
-            radius = int(blob_radius * rng.uniform(0.55, 0.85) * _ONE)
-            cv2.circle(mask, tuple(_fixed(puff)), radius, 1.0, -1, cv2.LINE_8, _SHIFT)
-            cv2.circle(shadow, tuple(_fixed(puff + offset)), radius, 1.0, -1, cv2.LINE_8, _SHIFT)
+            radius = int(blob_radius * rng.uniform(0.55, 0.85) * ONE)
+            cv2.circle(mask, tuple(to_fixed(puff)), radius, 1.0, -1, cv2.LINE_8, SHIFT)
+            cv2.circle(shadow, tuple(to_fixed(puff + offset)), radius, 1.0, -1, cv2.LINE_8, SHIFT)
     sigma = 0.04 * size
     return cv2.GaussianBlur(mask, (0, 0), sigma), cv2.GaussianBlur(shadow, (0, 0), sigma)
 
@@ -522,7 +436,7 @@ def _draw_partly_cloudy(img: np.ndarray, size: int, rng: np.random.Generator) ->
     offset = rng.uniform(0.04, 0.08) * size * np.array([1.0, 1.0]) * rng.choice([-1, 1], 2)
     mask, shadow = _cloud_mask(size, rng, offset)
     img *= 1 - 0.35 * shadow[..., None]
-    _blend(img, mask, _jitter((240, 242, 245), rng, 6), 0.95)
+    _blend(img, mask, jitter((240, 242, 245), rng, 6), 0.95)
 
 
 def _draw_cloudy(img: np.ndarray, size: int, rng: np.random.Generator) -> None:
@@ -551,208 +465,4 @@ _RENDER_ORDER: tuple[tuple[str, Callable[[np.ndarray, int, np.random.Generator],
     ("haze", _draw_haze),
     ("partly_cloudy", _draw_partly_cloudy),
     ("cloudy", _draw_cloudy),
-)
-
-
-# --- iMet 2019 layout: museum photos with culture:: and tag:: attributes -----------------------------------------
-#
-# Each image shows at most one culture, as the hue of its backdrop, and 1-4 tags, each drawn as shapes of one kind in
-# one ink. Attribute frequencies fall off geometrically with their rank, down to a long tail of attributes too rare to
-# keep (as in the real 1,103 attributes), and the most frequent attributes get the most distinct renderings, so that a
-# small CNN learns the head from the pixels.
-
-# Attribute names in the style of the real labels.csv; a synthetic competition takes the first n of each, sorted.
-_CULTURE_WORDS = """
-american aztec british byzantine chinese dutch egyptian etruscan flemish french german greek inca indian italian
-japanese korean maya mexican minoan mughal nubian ottoman persian phoenician roman sasanian spanish tibetan turkish
-venetian viking
-"""
-_TAG_WORDS = """
-angels animals architecture birds boats books bowls bridges buildings butterflies candles cats chairs children churches
-clouds coins columns crosses crowns dancing deer doors dogs dresses eagles feathers fish flowers fruit gardens hats
-horses inscriptions insects keys landscapes leaves lions masks men mirrors moon mountains ornament portraits profiles
-rivers saints shells ships skulls snakes soldiers stars sun swords textiles trees vases waves weapons women writing
-"""
-IMET_CULTURES: tuple[str, ...] = tuple(sorted(_CULTURE_WORDS.split()))
-IMET_TAGS: tuple[str, ...] = tuple(sorted(_TAG_WORDS.split()))
-IMET_CULTURE_PROB = 0.9  # share of images with a culture (89% of the real train.csv)
-IMET_EXTRA_TAGS = (3, 0.4)  # tags per image: 1 + Binomial(3, 0.4), mean 2.2 (real: 2.3 besides the culture)
-_IMET_STREAM = 2019  # mixed into the seeds, so an iMet image never shares a random stream with a Planet chip
-
-# Saturated inks (and black and white), unlike the softer backdrop colours of the cultures.
-_INKS: tuple[Color, ...] = (
-    (220, 30, 30),
-    (30, 170, 40),
-    (30, 60, 220),
-    (240, 210, 20),
-    (200, 40, 200),
-    (20, 200, 210),
-    (15, 15, 15),
-    (250, 250, 250),
-)
-
-
-@dataclass(frozen=True)
-class ImetSpec:
-    """The attribute list of a synthetic iMet competition and each attribute's frequency rank within its kind.
-
-    Attributes:
-        names: attribute_name of attribute id i: the cultures, then the tags, each kind sorted (as in labels.csv).
-        n_cultures: Attribute ids below this are cultures, the others tags.
-        ranks: Frequency rank of each attribute within its kind (0: the most frequent); it also picks the rendering.
-        tail_ratio: Frequency of the rarest attribute of a kind over that of its most frequent one; frequencies fall
-            geometrically in between, so the tail's length does not depend on how many attributes there are.
-    """
-
-    names: tuple[str, ...]
-    n_cultures: int
-    ranks: tuple[int, ...]
-    tail_ratio: float
-
-
-def imet_spec(cultures: int, tags: int, tail_ratio: float, seed: int) -> ImetSpec:
-    """The attributes of a synthetic iMet competition: the first `cultures` and `tags` names, ranks shuffled by seed.
-
-    Ranks are shuffled rather than following the ids, so that rare attributes are spread over the id range, as in
-    the real data: a submission holding class indices instead of attribute ids then names the wrong attributes.
-
-    Raises:
-        ValueError: On counts outside 1..len(IMET_CULTURES) or 1..len(IMET_TAGS).
-    """
-    if not (1 <= cultures <= len(IMET_CULTURES) and 1 <= tags <= len(IMET_TAGS)):
-        raise ValueError(f"need 1..{len(IMET_CULTURES)} cultures and 1..{len(IMET_TAGS)} tags, got {cultures}, {tags}")
-    names = [f"culture::{n}" for n in IMET_CULTURES[:cultures]] + [f"tag::{n}" for n in IMET_TAGS[:tags]]
-    rng = np.random.default_rng([seed, _IMET_STREAM])
-    ranks = [*rng.permutation(cultures), *rng.permutation(tags)]
-    return ImetSpec(tuple(names), cultures, tuple(int(r) for r in ranks), float(tail_ratio))
-
-
-def _tail_probs(ranks: Sequence[int], tail_ratio: float) -> np.ndarray:
-    """Probabilities falling geometrically with rank, from 1 (rank 0) to `tail_ratio` (the last rank), normalised."""
-    ranks = np.asarray(ranks, dtype=np.float64)
-    weights = tail_ratio ** (ranks / max(len(ranks) - 1, 1))
-    return weights / weights.sum()
-
-
-def sample_imet_attributes(spec: ImetSpec, rng: np.random.Generator) -> list[int]:
-    """One image's attribute ids: a culture with probability IMET_CULTURE_PROB, and 1-4 distinct tags.
-
-    Returns:
-        The attribute ids, ascending (as Kaggle lists them).
-    """
-    cultures = _tail_probs(spec.ranks[: spec.n_cultures], spec.tail_ratio)
-    tags = _tail_probs(spec.ranks[spec.n_cultures :], spec.tail_ratio)
-    ids = [int(rng.choice(len(cultures), p=cultures))] if rng.random() < IMET_CULTURE_PROB else []
-    count = min(1 + int(rng.binomial(*IMET_EXTRA_TAGS)), len(tags))
-    ids += [spec.n_cultures + int(t) for t in rng.choice(len(tags), count, replace=False, p=tags)]
-    return sorted(ids)
-
-
-def imet_image_id(seed: int, index: int) -> str:
-    """A 16-hex-digit id like the real ones, a pure function of (seed, index), so ids never depend on order."""
-    return hashlib.blake2b(f"{seed}/{index}".encode(), digest_size=8).hexdigest()
-
-
-def make_imet_image(
-    spec: ImetSpec, seed: int, index: int, min_side: int, max_side: int
-) -> tuple[list[int], np.ndarray]:
-    """Attribute ids and image of one synthetic iMet photo, a function of (seed, index) alone (as `make_chip`).
-
-    Args:
-        spec: The competition's attributes.
-        seed: Dataset seed.
-        index: Image number within the dataset.
-        min_side: Smallest width or height; each is drawn independently, so most images are not square.
-        max_side: Largest width or height.
-
-    Returns:
-        The ascending attribute ids and an RGB uint8 array of shape (height, width, 3).
-    """
-    rng = np.random.default_rng([seed, _IMET_STREAM, index])
-    attributes = sample_imet_attributes(spec, rng)
-    height, width = (int(v) for v in rng.integers(min_side, max_side + 1, 2))
-    return attributes, render_imet_image(spec, attributes, height, width, rng)
-
-
-def render_imet_image(
-    spec: ImetSpec, attributes: Sequence[int], height: int, width: int, rng: np.random.Generator
-) -> np.ndarray:
-    """Render a photo: a backdrop in its culture's hue (grey without one), then 1-2 shapes per tag in its look.
-
-    Raises:
-        ValueError: On an attribute id outside the spec, or a side below 8 pixels.
-    """
-    bad = [a for a in attributes if not 0 <= a < len(spec.names)]
-    if bad:
-        raise ValueError(f"unknown attribute id(s) {bad}; expected 0..{len(spec.names) - 1}")
-    if min(height, width) < 8:
-        raise ValueError(f"sides must be at least 8 pixels, got {height} x {width}")
-    cultures = [spec.ranks[a] for a in attributes if a < spec.n_cultures]
-    img = _imet_backdrop(cultures[0] if cultures else None, height, width, rng)
-    side = min(height, width)
-    for attribute in sorted(a for a in attributes if a >= spec.n_cultures):
-        draw, ink = _tag_look(spec.ranks[attribute])
-        for _ in range(rng.integers(1, 3)):
-            center = rng.uniform(0.2, 0.8, 2) * (width, height)
-            draw(img, center, rng.uniform(0.16, 0.24) * side, _jitter(ink, rng, 10))
-    img += rng.random(img.shape, dtype=np.float32) * 12.0 - 6.0
-    return np.clip(img, 0, 255, out=img).astype(np.uint8)
-
-
-def _imet_backdrop(rank: int | None, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
-    """A softly lit backdrop in the culture's colour, grey without one.
-
-    Culture ranks step round the hue circle by the golden ratio, so the frequent cultures (low ranks) get far-apart
-    hues whatever their number, and alternate between light and dark, so that neighbouring hues differ in brightness.
-    """
-    if rank is None:
-        color = _jitter((150, 150, 145), rng, 6)
-    else:
-        hue, value = (rank * 0.618034) % 1.0, (0.9, 0.6)[rank % 2]
-        color = _jitter(tuple(255 * c for c in colorsys.hsv_to_rgb(hue, 0.55, value)), rng, 6)
-    coarse = rng.standard_normal((3, 3), dtype=np.float32)
-    light = 1 + 0.08 * cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
-    return light[..., None] * np.asarray(color, dtype=np.float32)
-
-
-def _tag_look(rank: int) -> tuple[Callable[[np.ndarray, np.ndarray, float, Color], None], Color]:
-    """Shape and ink of the tag of frequency rank `rank`.
-
-    A Latin square over 8 shapes x 8 inks: the 8 most frequent tags differ in both, and ranks below 64 all differ.
-    """
-    shape, row = rank % len(_SHAPES), rank // len(_SHAPES)
-    return _SHAPES[shape], _INKS[(shape + row) % len(_INKS)]
-
-
-def _fill(img: np.ndarray, polygons: Sequence[np.ndarray], color: Color) -> None:
-    cv2.fillPoly(img, [_fixed(p) for p in polygons], color, shift=_SHIFT)
-
-
-def _disc(img: np.ndarray, center: np.ndarray, radius: float, color: Color) -> None:
-    cv2.circle(img, tuple(_fixed(center)), int(radius * _ONE), color, -1, cv2.LINE_8, _SHIFT)
-
-
-def _ring(img: np.ndarray, center: np.ndarray, radius: float, color: Color) -> None:
-    thickness = max(1, round(radius / 3))
-    cv2.circle(img, tuple(_fixed(center)), int(radius * 0.85 * _ONE), color, thickness, cv2.LINE_8, _SHIFT)
-
-
-def _triangle(img: np.ndarray, center: np.ndarray, radius: float, color: Color) -> None:
-    _fill(img, [center + radius * np.array([[0.0, -1.0], [0.87, 0.5], [-0.87, 0.5]])], color)
-
-
-def _cross(img: np.ndarray, center: np.ndarray, radius: float, color: Color) -> None:
-    _fill(img, [_rect(center, 2 * radius, 0.5 * radius, 0.0), _rect(center, 0.5 * radius, 2 * radius, 0.0)], color)
-
-
-# Tag shapes, all of a similar area; the order sets which ranks get which shape (see _tag_look).
-_SHAPES: tuple[Callable[[np.ndarray, np.ndarray, float, Color], None], ...] = (
-    _disc,
-    lambda img, c, r, color: _fill(img, [_rect(c, 1.6 * r, 1.6 * r, 0.0)], color),  # square
-    _triangle,
-    _ring,
-    lambda img, c, r, color: _fill(img, [_rect(c, 2.2 * r, 0.7 * r, 0.0)], color),  # bar
-    _cross,
-    lambda img, c, r, color: _fill(img, [_rect(c, 1.6 * r, 1.6 * r, np.pi / 4)], color),  # diamond
-    lambda img, c, r, color: _fill(img, [_rect(c, 0.7 * r, 2.2 * r, 0.0)], color),  # column
 )

@@ -6,7 +6,7 @@ load and feed exactly those, through this registry, so no other module has a bra
   normalised on the device by the training set's channel mean and std;
 - `hog`: the HOG vectors of the `hog` stage (N, views, D), standardised by their training-set mean and std;
 - `boxes`: the region proposals of the `proposals` stage (N, views, R, 5), (x, y, w, h, score) in pixels of the
-  cached image, served as they are; they follow the image through training augmentation (`mlic.train.batches`) and
+  cached image, served as they are; they follow the image through training augmentation (`mlic.loop.batches`) and
   test-time views (`view_boxes`), so a flipped image gets its flipped boxes.
 
 A source is registered with `SOURCES.register(name)(Source(...))`.

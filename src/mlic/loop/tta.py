@@ -14,11 +14,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from mlic.data.sources import SOURCES
+from mlic.loop.runtime import Runtime
 from mlic.progress import track
 from mlic.registry import Registry
+from mlic.sources import SOURCES
 from mlic.tasks.base import Task
-from mlic.train.runtime import Runtime
 
 View = Callable[[torch.Tensor], torch.Tensor]
 TTA_VIEWS: Registry[list[View]] = Registry("TTA preset", "train.tta")

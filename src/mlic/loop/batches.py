@@ -6,12 +6,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mlic.data.sources import SOURCES
 from mlic.features.proposal_store import pad_boxes
+from mlic.sources import SOURCES
 
 
 class CachedSamples(Dataset):
-    """(row, view) samples of cached source arrays (`mlic.data.sources`), with their labels.
+    """(row, view) samples of cached source arrays (`mlic.sources`), with their labels.
 
     Items are dicts with one tensor per source, as that source serves it (the image as uint8 CHW, augmented by
     `transform` for spatial sources; HOG as float32), and "target" as float32 labels when labels are given. Only the
