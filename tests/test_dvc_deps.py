@@ -241,9 +241,9 @@ def test_a_data_file_a_stage_reads_from_its_package_is_a_dep():
 def test_writing_the_pipeline_drops_the_lock_entries_of_dropped_stages(tmp_path):
     lock = {"schema": "2.0", "stages": {"prepare": {"cmd": "mlic prepare"}, "train-gone-0": {"cmd": "mlic train"}}}
     (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
-    assert prune_lock(tmp_path, {"prepare", "folds"}) == ["train-gone-0"]  # as `dvc remove` would
+    assert prune_lock(tmp_path / "dvc.lock", {"prepare", "folds"}) == ["train-gone-0"]  # as `dvc remove` would
     assert yaml.safe_load((tmp_path / "dvc.lock").read_text()) == {
         "schema": "2.0",
         "stages": {"prepare": {"cmd": "mlic prepare"}},
     }
-    assert prune_lock(tmp_path, {"prepare"}) == []
+    assert prune_lock(tmp_path / "dvc.lock", {"prepare"}) == []

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from mlic.layout import read_json
+
 from . import cache
 from .params import (
     BLEND_STAGES,
@@ -36,7 +38,7 @@ from .params import (
     row_params,
     shared_params,
 )
-from .stages import device_kind, fit_span, progress, read_json, run_stage, score_output
+from .stages import device_kind, fit_span, progress, run_stage, score_output
 from .table import plural
 
 

@@ -17,7 +17,7 @@ import time
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 
 class StageFailed(Exception):
@@ -115,11 +115,6 @@ def fit_span(log: StageLog) -> tuple[float | None, int | None]:
         return None, None
     rows, views = re.search(r"(\d+) train / \d+ val rows x (\d+) view", start[1]).groups()
     return round(epochs[-1] - start[0], 2), int(rows) * int(views) * len(epochs)  # epochs run here (not resumed)
-
-
-def read_json(path: Path) -> Any:
-    """A JSON file's value (a stage's metrics, thresholds or summary)."""
-    return json.loads(path.read_text())
 
 
 def score_output(log: Path) -> dict:

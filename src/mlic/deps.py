@@ -89,14 +89,16 @@ def closure(modules: Iterable[str], root: Path) -> list[str]:
     return sorted(seen)
 
 
+def relative_paths(paths: Iterable[Path], project: str | Path = ".") -> list[str]:
+    """Files as paths relative to `project` (how dvc.yaml names them; absolute when outside it), sorted."""
+    base = Path(project).resolve()
+    resolved = (path.resolve() for path in paths)
+    return sorted(p.relative_to(base).as_posix() if p.is_relative_to(base) else p.as_posix() for p in resolved)
+
+
 def relative_files(modules: Iterable[str], root: Path, project: str | Path = ".") -> list[str]:
     """Source files of `modules` as paths relative to `project` (how dvc.yaml names them), sorted."""
-    base = Path(project).resolve()
-    files = []
-    for module in modules:
-        path = module_file(module, root).resolve()
-        files.append(path.relative_to(base).as_posix() if path.is_relative_to(base) else path.as_posix())
-    return sorted(files)
+    return relative_paths((module_file(module, root) for module in modules), project)
 
 
 def package_data(modules: Iterable[str], root: Path) -> list[Path]:

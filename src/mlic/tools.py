@@ -216,8 +216,8 @@ def pipeline(cfg: Config, file: Path, write: bool) -> int:
     if problems:
         write_text(file, expected)
     print(f"{file}: {'rewritten' if problems else 'up to date with params.yaml and the imports'}")
-    if write and file.name == "dvc.yaml":
-        gone = prune_lock(file.resolve().parent, set(yaml.safe_load(expected)["stages"]))
+    if write:  # DVC's lock of a pipeline file sits beside it: dvc.yaml's is dvc.lock
+        gone = prune_lock(file.with_suffix(".lock"), set(yaml.safe_load(expected)["stages"]))
         if gone:
             print(f"dvc.lock: dropped the entries of {', '.join(gone)}, stages no longer in {file}")
     return 0

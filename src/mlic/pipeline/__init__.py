@@ -64,13 +64,12 @@ def generate(cfg: Config, project: Path) -> str:
     return f"{HEADER}stages:\n" + "\n\n".join(blocks) + f"\n\n{plots}"
 
 
-def prune_lock(project: Path, stages: set[str]) -> list[str]:
-    """Drop dvc.lock's entries of stages dvc.yaml no longer has, as `dvc remove` would; returns their names.
+def prune_lock(lock: Path, stages: set[str]) -> list[str]:
+    """Drop the lock file's entries of stages its dvc.yaml no longer has, as `dvc remove` would; returns their names.
 
     DVC keeps a lock entry until its stage is removed with `dvc remove`, so a model dropped from `train.models` would
     leave its train stages in dvc.lock, which a fresh clone's `dvc repro` would not write.
     """
-    lock = project / "dvc.lock"
     if not lock.is_file():
         return []
     gone = [name for name in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}) if name not in stages]
@@ -87,7 +86,7 @@ def write_pipeline(cfg: Config, project: Path) -> list[str]:
     """Write the project's dvc.yaml for `cfg` and prune dvc.lock to its stages; returns the stages dropped."""
     text = generate(cfg, project)
     write_text(project / "dvc.yaml", text)
-    return prune_lock(project, set(yaml.safe_load(text)["stages"]))
+    return prune_lock(project / "dvc.lock", set(yaml.safe_load(text)["stages"]))
 
 
 def _stage_difference(name: str, have: dict, want: dict) -> str:

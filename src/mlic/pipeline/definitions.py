@@ -65,10 +65,8 @@ class Stage:
         modules = set(deps.stage_modules(self.command.replace("-", "_"), root))
         for arch in self.archs:
             modules.update(deps.arch_modules(arch, root))
-        base = project.resolve()
-        data = [p.resolve() for p in deps.package_data(modules, root)]
-        data_files = [p.relative_to(base).as_posix() if p.is_relative_to(base) else p.as_posix() for p in data]
-        return sorted([*deps.relative_files(sorted(modules), root, project), *data_files])
+        files = [*(deps.module_file(m, root) for m in modules), *deps.package_data(modules, root)]
+        return deps.relative_paths(files, project)
 
     def to_dict(self, project: Path) -> dict[str, Any]:
         """The stage as dvc.yaml writes it."""
