@@ -1,5 +1,10 @@
 """Leaderboard: every registered architecture trained at one equal budget on planet-32px, through the real stages.
 
+`--budget` names what every row shares (`lb/budgets.py`): `default` (5 epochs at 64 px, resnet10t, every
+architecture), `spatial` (the same with the backbone dilated to an 8 x 8 last map, for the heads that attend over
+positions) and `gpu` (224 px, resnet50, 10 epochs, bf16, sized for one H100-class GPU). Each budget has its own
+table and work folder.
+
 Each architecture that `mlic.models.registry.discover_archs()` finds (or each of `--archs`) becomes one row: its
 `models` entry from params.yaml (or its config's defaults) on the same backbone, not pretrained, trained for the same
 epochs on fold 0, then `ensemble`, `thresholds` (auto: global against per_class_exact), `submit` and `evaluate`,
@@ -20,8 +25,8 @@ architecture runs only its row, and editing one architecture's module reruns onl
 this is a cache of its own rather than DVC experiments).
 
 Prints the result as JSON to stdout, and writes a markdown table (`--out`) with the JSON beside it. The parts live in
-`benchmarks/lb/`: `params` (entries and params), `stages` (one stage in-process), `cache` (keys and stored results),
-`runner` (the rows) and `table` (markdown).
+`benchmarks/lb/`: `budgets` (what rows share), `params` (entries and params), `stages` (one stage in-process),
+`cache` (keys and stored results), `runner` (the rows) and `table` (markdown).
 
 The default budget (5 epochs at 64 px, fold 0 of 4: 12,000 training and 4,000 OOF rows, 4,000 test rows) was sized
 on 2 idle CPU cores from `benchmarks/train.py`-style throughput at 64 px, resnet10t, batch 64 (training / eval
@@ -33,6 +38,8 @@ seven rows come to about 530 s per epoch plus about 850 s of prediction and over
 
 Usage:
     .venv/bin/python benchmarks/leaderboard.py                       # every architecture, the default budget
+    .venv/bin/python benchmarks/leaderboard.py --budget spatial      # the spatial heads on an 8 x 8 map
+    python benchmarks/leaderboard.py --budget gpu                    # on one GPU
     .venv/bin/python benchmarks/leaderboard.py --archs baseline hog_linear --epochs 1 --limit 2000  # smoke run
 """
 
@@ -46,6 +53,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
+from lb.budgets import BUDGETS, budget_train_keys
 from lb.params import budget, select_archs
 from lb.runner import data_summary, leaderboard_row, machine, now, run_upstream, upstream_params
 from lb.stages import StageFailed, progress, working_dir
@@ -54,30 +62,37 @@ from lb.table import markdown, sort_rows
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "planet-32px"
 RESULTS = REPO / "benchmarks" / "results"
-DEFAULT_EPOCHS = 5  # sized in the module doc: all seven rows in about an hour on 2 CPU cores
-DEFAULT_IMAGE_SIZE = 64  # upsampled from 32 px, so the backbone's last map is 2 x 2 and the earlier ones larger
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    """The command line (`sys.argv` when `argv` is None), its paths resolved; a bad budget exits with usage."""
+    """The command line (`sys.argv` when `argv` is None) over the chosen budget, its paths resolved.
+
+    A bad budget exits with usage.
+    """
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--archs", nargs="+", help="architectures to run (default: every registered one)")
-    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help="epochs of every row (default: %(default)s)")
-    p.add_argument("--backbone", default="resnet10t", help="timm backbone of every image arch (default: %(default)s)")
-    p.add_argument(
-        "--image-size", type=int, default=DEFAULT_IMAGE_SIZE, help="prepare.image_size (default: %(default)s)"
-    )
-    p.add_argument("--n-splits", type=int, default=4, help="folds.n_splits; fold 0 is trained (default: %(default)s)")
-    p.add_argument("--limit", type=int, help="use this many training rows (seeded sample), for a quick smoke run")
+    p.add_argument("--budget", choices=list(BUDGETS), default="default", help="what every row shares (lb/budgets.py)")
+    p.add_argument("--archs", nargs="+", help="rows to run (default: the budget's, or every registered arch)")
+    p.add_argument("--epochs", type=int, help="epochs of every row (default: the budget's)")
+    p.add_argument("--backbone", help="timm backbone of every image arch (default: the budget's)")
+    p.add_argument("--image-size", type=int, help="prepare.image_size (default: the budget's)")
+    p.add_argument("--n-splits", type=int, help="folds.n_splits; fold 0 is trained (default: the budget's)")
+    p.add_argument("--limit", type=int, help="use this many training rows (seeded sample; default: the budget's)")
     p.add_argument("--params", type=Path, default=REPO / "params.yaml", help="base params and models entries")
     p.add_argument("--data-root", type=Path, default=DEFAULT_DATA, help="a Planet-layout competition folder")
     p.add_argument("--solution", type=Path, help="true test labels (default: <data-root>/solution.csv)")
-    p.add_argument("--work", type=Path, default=RESULTS / "cache", help="work folder and caches (default: %(default)s)")
-    p.add_argument("--out", type=Path, default=RESULTS / "leaderboard.md", help="markdown table; .json beside it")
+    p.add_argument("--work", type=Path, help="work folder and caches (default: benchmarks/results/cache[-<budget>])")
+    p.add_argument("--out", type=Path, help="markdown table; .json beside it (default: the budget's)")
     args = p.parse_args(argv)
+    chosen = BUDGETS[args.budget]
+    for name in ("epochs", "backbone", "image_size", "n_splits", "limit", "archs"):
+        if getattr(args, name) is None:
+            setattr(args, name, getattr(chosen, name))
+    args.output_stride, args.train_keys = chosen.output_stride, budget_train_keys(chosen)
     if args.epochs < 1 or (args.limit is not None and args.limit < 2 * args.n_splits):
         p.error("--epochs must be >= 1 and --limit at least 2 rows per fold")
-    args.data_root, args.work, args.out = args.data_root.resolve(), args.work.resolve(), args.out.resolve()
+    work = RESULTS / ("cache" if args.budget == "default" else f"cache-{args.budget}")
+    args.work, args.out = (args.work or work).resolve(), (args.out or RESULTS / chosen.table).resolve()
+    args.data_root = args.data_root.resolve()
     args.solution = (args.solution or args.data_root / "solution.csv").resolve()
     return args
 

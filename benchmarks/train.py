@@ -43,6 +43,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--models", nargs="+", default=["baseline", "hourglass"], help="registered architectures")
     p.add_argument("--backbone", default="resnet10t")
     p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--output-stride", type=int, default=32, help="8 or 16 dilate the backbone's last stages")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=20, help="timed optimizer steps")
     p.add_argument("--warmup-steps", type=int, default=3)
@@ -86,10 +87,16 @@ def device_batches(args: argparse.Namespace, n_batches: int, device: torch.devic
 IMAGE_STATS = {"image": {"mean": torch.full((3,), 0.5), "std": torch.full((3,), 0.25)}}
 
 
-def build(arch: str, backbone: str):
-    """The registered architecture's network (seeded) and task, on `backbone` when it takes one."""
+def build(arch: str, backbone: str, output_stride: int = 32, image_size: int = 32):
+    """The registered architecture's network (seeded) and task, on `backbone` (at `output_stride`) when it takes one.
+
+    SRN's `sr_map_size` is set to its X's side at `image_size` (the map one stage before the last: stride 16, or the
+    output stride when that is smaller).
+    """
     keys = {f.name for f in dataclasses.fields(get_arch(arch).config)}
-    options = {"backbone": backbone} if "backbone" in keys else {}
+    wanted = {"backbone": backbone, "output_stride": output_stride,
+              "sr_map_size": max(1, image_size // min(16, output_stride))}  # fmt: skip
+    options = {k: v for k, v in wanted.items() if k in keys}
     resolved = resolve_entry(arch, ModelEntry(arch, options))
     task = resolved.task()
     if task.sources != ("image",):
@@ -103,12 +110,12 @@ def measure(args: argparse.Namespace, arch: str, pipeline: str) -> dict:
     """Images per second of `run_epoch` for one model and one pipeline setting."""
     cfg = train_config(args)
     rt = make_runtime(cfg, IMAGE_STATS)
-    model, task = build(arch, args.backbone)
+    model, task = build(arch, args.backbone, args.output_stride, args.image_size)
     model = model.to(rt.device)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
     net = torch.compile(model) if cfg.compile and rt.device.type == "cuda" else model
-    engine, seconds = make_engine(model, net, cfg, rt, args.steps), {}
+    engine, seconds = make_engine(model, net, cfg, rt, args.steps, lr_multiplier=task.lr_multiplier), {}
     for phase, steps in (("warmup", args.warmup_steps), ("timed", args.steps)):
         batches = real_loader(args, cfg, steps) if pipeline == "on" else device_batches(args, steps, rt.device)
         sync(rt.device)
@@ -141,6 +148,7 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "image_size": args.image_size,
+        "output_stride": args.output_stride,
         "batch_size": args.batch_size,
         "num_workers": args.num_workers,
         "amp": str(rt.amp_dtype) if rt.amp_dtype else None,

@@ -84,6 +84,15 @@ def test_bad_settings_are_config_errors(options, key):
         build(**options)
 
 
+def test_the_classifier_trains_at_ten_times_the_backbones_rate():
+    """The official CSRA code's parameter groups: backbone at lr, everything else (the classifier) at 10 x lr."""
+    model, task = build()
+    names = [name for name, _ in model.named_parameters()]
+    head = [name for name in names if not name.startswith("backbone.")]
+    assert head and all(task.lr_multiplier(name) == 10.0 for name in head)
+    assert all(task.lr_multiplier(name) == 1.0 for name in names if name.startswith("backbone."))
+
+
 def test_overfits_eight_images():
     model, task = arch_model("csra", OVERFIT_LABELS, backbone="resnet10t", num_heads=2)
     first, last = overfit_losses(model, task)

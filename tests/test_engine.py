@@ -2,6 +2,7 @@
 and the stop at a non-finite loss."""
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -256,3 +257,125 @@ def test_a_non_finite_loss_stops_training_naming_epoch_and_step_and_keeps_the_la
     restored = engine()
     assert load_checkpoint(restored, checkpoint, "run") and restored.state.epoch == 1
     assert all(torch.isfinite(p).all() for p in restored.model.parameters())
+
+
+def _lrs(engine: Engine, updates: int) -> list[float]:
+    """The base group's learning rate at each of `updates` optimiser steps (the scheduler alone, no training)."""
+    rates = []
+    for _ in range(updates):
+        rates.append(engine.optimizer.param_groups[0]["lr"])
+        engine.optimizer.step()
+        engine.scheduler.step()
+    return rates
+
+
+def test_restarting_phases_each_run_their_own_warmup_and_cosine():
+    """SRN-style phases: the rate warms up and decays within each phase, peaking at lr times the phase's scale."""
+    cfg = TrainConfig(epochs=6, warmup_epochs=1.5, lr=0.1, min_lr_ratio=0.0, device="cpu")
+    rt = make_runtime(cfg, STATS, torch.device("cpu"))
+    phases = [Phase("a", 2, restart=True), Phase("b", 2, restart=True), Phase("c", 2, lr_scale=0.1, restart=True)]
+    model = torch.nn.Linear(D, C)
+    rates = _lrs(make_engine(model, model, cfg, rt, 4, phases), 24)
+    per_phase = [rates[0:8], rates[8:16], rates[16:24]]
+    # each 2-epoch phase warms up over its share (1.5 * 2/6 epochs = 2 of its 8 steps), then decays toward 0
+    for phase, scale in zip(per_phase, (1.0, 1.0, 0.1), strict=True):
+        assert phase[:2] == pytest.approx([0.05 * scale, 0.1 * scale])
+        assert max(phase) == pytest.approx(0.1 * scale)
+        assert all(a >= b for a, b in zip(phase[1:], phase[2:], strict=False)) and phase[-1] < 0.1 * scale * 0.1
+    # without restarts the same phases share one schedule, and the later phases run on its tail
+    shared = [dataclasses.replace(p, restart=False) for p in phases]
+    tail = _lrs(make_engine(model, model, cfg, rt, 4, shared), 24)[16:24]
+    assert max(tail) < 0.5 * 0.1 * 0.1
+
+
+def _crash_and_resume(cfg: TrainConfig, phases: list[Phase], crash_after: int) -> tuple[Engine, Engine]:
+    """An uninterrupted run, and one stopped after epoch `crash_after` and resumed from its state."""
+    straight = _train(cfg, phases=phases)
+    features, labels = _problem()
+    dataset = CachedSamples({"hog": features}, np.arange(N), np.zeros(N, dtype=int), labels)
+    loader = make_train_loader(dataset, labels, cfg)
+    rt = make_runtime(cfg, STATS, torch.device("cpu"))
+
+    def engine() -> Engine:
+        torch.manual_seed(0)
+        model = torch.nn.Linear(D, C)
+        return make_engine(model, model, cfg, rt, len(loader), phases)
+
+    saved = {}
+
+    class Crash(Exception):
+        pass
+
+    def crash(engine: Engine, record: dict) -> None:
+        if engine.state.epoch == crash_after:
+            saved.update(copy.deepcopy(engine.state_dict()))
+            raise Crash
+
+    with pytest.raises(Crash):
+        fit(engine(), loader, _task(labels), cfg, rt, on_epoch=crash)
+    torch.manual_seed(123)
+    resumed = engine()
+    resumed.load_state_dict(saved)
+    fit(resumed, loader, _task(labels), cfg, rt)
+    return straight, resumed
+
+
+def test_resume_in_the_middle_of_a_restarted_phase_is_exact():
+    cfg = TrainConfig(epochs=5, warmup_epochs=1, batch_size=8, augment="none", device="cpu")
+    phases = [Phase("a", 2, restart=True), Phase("b", 3, lr_scale=0.5, restart=True)]
+    straight, resumed = _crash_and_resume(cfg, phases, crash_after=3)  # one epoch into phase b's three
+    assert torch.equal(resumed.model.weight, straight.model.weight)
+    assert [r["lr"] for r in resumed.state.history] == [r["lr"] for r in straight.state.history]
+    assert resumed.scheduler.get_last_lr() == straight.scheduler.get_last_lr()
+
+
+class Headed(torch.nn.Module):
+    """A 'backbone' and a 'head', named as the architectures name them."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = torch.nn.Sequential(torch.nn.Linear(D, 4), torch.nn.BatchNorm1d(4))
+        self.classifier = torch.nn.Linear(4, C)
+
+    def forward(self, x):
+        return self.classifier(self.backbone(x))
+
+
+def test_head_parameters_train_at_the_arch_multiplier():
+    """With head_lr_multiplier 10, one SGD step moves the head 10 times as far per unit of gradient as the backbone."""
+    from mlic.models.backbones import BackboneConfig
+
+    cfg = TrainConfig(epochs=2, warmup_epochs=0, lr=0.01, weight_decay=0.0, optimizer="sgd", device="cpu")
+    rt = make_runtime(cfg, STATS, torch.device("cpu"))
+    task = MultiLabelTask(BackboneConfig(head_lr_multiplier=10.0), sources=("hog",))
+    torch.manual_seed(0)
+    model = Headed()
+    engine = make_engine(model, model, cfg, rt, 4, lr_multiplier=task.lr_multiplier)
+    rates = {id(p): g["lr"] for g in engine.optimizer.param_groups for p in g["params"]}
+    for name, p in model.named_parameters():
+        assert rates[id(p)] == pytest.approx(0.01 if name.startswith("backbone.") else 0.1), name
+    assert engine.optimizer.param_groups[0]["lr"] == pytest.approx(0.01)  # the logged rate is the backbone's
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model(torch.randn(8, D)).square().mean().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    engine.optimizer.step()
+    for name, p in model.named_parameters():  # SGD's first step: the move is lr * gradient exactly
+        expected = (0.01 if name.startswith("backbone.") else 0.1) * grads[name]
+        assert torch.allclose(before[name] - p.detach(), expected, atol=1e-7), name
+    engine.scheduler.step()  # the schedule scales every group alike: the ratio stays 10
+    head, base = engine.optimizer.param_groups[-1]["lr"], engine.optimizer.param_groups[0]["lr"]
+    assert head == pytest.approx(10 * base)
+
+
+def test_every_parameter_at_multiplier_one_keeps_timms_groups():
+    """The default (no head multiplier): the same two weight-decay groups, in timm's order, as before groups existed."""
+    from timm.optim import param_groups_weight_decay
+
+    cfg = TrainConfig(epochs=2, weight_decay=0.05, device="cpu")
+    rt = make_runtime(cfg, STATS, torch.device("cpu"))
+    model = Headed()
+    engine = make_engine(model, model, cfg, rt, 4, lr_multiplier=MultiLabelTask(ArchConfig()).lr_multiplier)
+    expected = param_groups_weight_decay(model, cfg.weight_decay)
+    got = engine.optimizer.param_groups
+    assert [[id(p) for p in g["params"]] for g in got] == [[id(p) for p in g["params"]] for g in expected]
+    assert [g["weight_decay"] for g in got] == [g["weight_decay"] for g in expected]

@@ -21,7 +21,8 @@ def lb():
     with pytest.MonkeyPatch.context() as patch:
         patch.syspath_prepend(str(REPO / "benchmarks"))
         parts = {name: importlib.import_module(f"lb.{name}") for name in ("params", "cache", "table")}
-        return SimpleNamespace(main=load_benchmark("leaderboard").main, **parts)
+        board = load_benchmark("leaderboard")
+        return SimpleNamespace(main=board.main, parse_args=board.parse_args, **parts)
 
 
 @pytest.mark.parametrize(
@@ -52,14 +53,61 @@ def test_arch_entry_overrides_backbone_and_rescales_any_phase_epochs(lb, monkeyp
     models = {"other": {"arch": "baseline"}, "mine": {"arch": "phased", "phase_epochs": [2, 4, 2], "pretrained": True}}
     entry = lb.params.arch_entry("phased", models, "resnet18", 4)
     assert entry == {"arch": "phased", "phase_epochs": [1, 2, 1], "pretrained": False, "backbone": "resnet18",
-                     "pretrained_file": None}  # fmt: skip
+                     "pretrained_file": None, "output_stride": 32}  # fmt: skip
     # no entry of that arch in params: the config's defaults, its default phases rescaled
     assert lb.params.arch_entry("phased", {}, "resnet10t", 8)["phase_epochs"] == [2, 2, 4]
     assert lb.params.arch_entry("hog_linear", {}, "resnet10t", 3) == {"arch": "hog_linear"}  # no backbone key
 
 
+def test_the_spatial_budget_dilates_every_backbone_to_an_8_by_8_map(lb):
+    """Its rows' entries at output_stride 8, SRN's X side set to match; the default budget leaves the backbone as is."""
+    args = lb.parse_args(["--budget", "spatial"])
+    assert args.archs == ("baseline", "hourglass", "csra", "ml_decoder", "srn", "cnn_rnn")
+    assert (args.epochs, args.image_size, args.output_stride, args.n_splits) == (5, 64, 8, 4)
+    assert args.out.name == "leaderboard_spatial.md" and args.work.name == "cache-spatial"
+    models = yaml.safe_load((REPO / "params.yaml").read_text())["models"]
+    for arch in args.archs:
+        entry = lb.params.arch_entry(arch, models, args.backbone, args.epochs, args.output_stride, args.image_size)
+        assert entry["output_stride"] == 8, arch
+    srn = lb.params.arch_entry("srn", models, "resnet10t", 5, 8, 64)
+    assert srn["sr_map_size"] == 8 and sum(srn["phase_epochs"]) == 5
+    assert lb.params.arch_entry("srn", models, "resnet10t", 5, 32, 64)["sr_map_size"] == 4  # X at stride 16
+    default = lb.parse_args([])
+    assert default.output_stride == 32 and default.archs is None and default.out.name == "leaderboard.md"
+    assert lb.parse_args(["--budget", "spatial", "--epochs", "1", "--archs", "csra"]).archs == ["csra"]
+
+
+def test_the_gpu_budget_sets_precision_and_loader_workers_for_the_box(lb, monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    args = lb.parse_args(["--budget", "gpu"])
+    assert (args.epochs, args.image_size, args.backbone, args.limit) == (10, 224, "resnet50", 12_000)
+    assert args.train_keys == {"amp": True, "channels_last": True, "compile": False, "device": "auto",
+                               "num_workers": 8}  # fmt: skip
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert lb.parse_args(["--budget", "gpu"]).train_keys["num_workers"] == 2
+
+
+@pytest.mark.slow  # the gpu budget's stages at a tiny size on the CPU (2 rows, 1 epoch, 200 chips): about a minute
+def test_the_gpu_budget_runs_at_a_tiny_size_on_the_cpu(lb, tmp_path):
+    """resnet50 from scratch through every stage of two rows, so that the budget cannot rot between GPU sessions."""
+    from mlic.config import config_from_dict
+    from mlic.stages import sample
+
+    root = tmp_path / "planet"
+    sample.main(config_from_dict({"sample": {"out_dir": str(root), "n_train": 200, "n_test": 16, "image_size": 32}}))
+    out = tmp_path / "gpu.md"
+    result = lb.main(["--budget", "gpu", "--archs", "baseline", "csra", "--epochs", "1", "--limit", "200",
+                      "--image-size", "32", "--data-root", str(root), "--work", str(tmp_path / "work"),
+                      "--out", str(out)])  # fmt: skip
+    assert [r["status"] for r in result["rows"]] == ["ok", "ok"]
+    assert result["budget"]["name"] == "gpu" and result["budget"]["backbone"] == "resnet50"
+    assert result["budget"]["train_keys"]["amp"] is True
+    assert all(r["entry"]["backbone"] == "resnet50" for r in result["rows"])
+    assert "| 1 |" in out.read_text()
+
+
 @pytest.mark.slow  # two runs of the benchmark's stages on the sample: 2-3 s
-def test_hog_linear_row_columns_table_and_cache(lb, sample_competition, tmp_path, capsys):
+def test_hog_linear_row_columns_table_and_cache(lb, sample_competition, tmp_path, capsys, monkeypatch):
     out, work = tmp_path / "board.md", tmp_path / "work"
     argv = ["--archs", "hog_linear", "--epochs", "1", "--n-splits", "2", "--data-root", str(sample_competition),
             "--work", str(work), "--out", str(out)]  # fmt: skip
@@ -84,6 +132,12 @@ def test_hog_linear_row_columns_table_and_cache(lb, sample_competition, tmp_path
     assert train_log.stat().st_mtime_ns == written  # no train stage ran
     assert {k: v for k, v in again.items() if k != "cached"} == {k: v for k, v in row.items() if k != "cached"}
     assert "hog_linear (cached)" in out.read_text()
+
+    # a new row key from the stages after train alone (their code or sections): the trained fold is reused
+    monkeypatch.setattr(lb.cache, "row_key", lambda params, arch, solution: "0" * 64)
+    [third] = lb.main(argv)["rows"]
+    assert third["cached"] is False and third["train_reused"] is True and third["test_f2"] == row["test_f2"]
+    assert train_log.stat().st_mtime_ns == written
 
 
 def test_row_code_is_the_stages_and_its_own_arch_only(lb):
@@ -156,7 +210,7 @@ def test_the_cache_stores_a_row_and_keys_the_shared_stages_by_what_they_read(lb,
 
 def test_only_a_distilled_row_runs_the_teacher_stage(lb):
     base = yaml.safe_load((REPO / "params.yaml").read_text())
-    args = SimpleNamespace(image_size=64, n_splits=2, epochs=2)
+    args = SimpleNamespace(image_size=64, n_splits=2, epochs=2, train_keys={})
     shared = lb.params.shared_params(base, args, "upstream/x", "data")
     rows = {name: lb.params.VARIANTS.get(name, (name, {})) for name in ("baseline", "kd_wsd", "kd_wsd_plain")}
     teachers = {}

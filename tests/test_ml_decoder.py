@@ -1,5 +1,6 @@
 """ML-Decoder: projected tokens, min(100, C) queries, cross-attention without self-attention, group FC."""
 
+import numpy as np
 import pytest
 import torch
 from conftest import arch_model
@@ -87,6 +88,19 @@ def test_learnable_queries_are_trained():
 def test_bad_settings_are_config_errors(options, key):
     with pytest.raises(ConfigError, match=key):
         build(**options)
+
+
+def test_asl_with_the_papers_settings_is_the_default_loss():
+    """ML-Decoder's published results are with ASL (gamma- 4, gamma+ 0, clip 0.05); bce stays a choice."""
+    from mlic.tasks.losses import AsymmetricLoss
+
+    _, task = arch_model("ml_decoder", NUM_CLASSES, backbone="resnet10t")
+    task.setup(np.zeros((4, NUM_CLASSES), dtype=np.uint8))
+    assert isinstance(task.loss_fn, AsymmetricLoss)
+    assert (task.loss_fn.gamma_neg, task.loss_fn.gamma_pos, task.loss_fn.clip) == (4.0, 0.0, 0.05)
+    _, control = arch_model("ml_decoder", NUM_CLASSES, backbone="resnet10t", loss="bce")
+    control.setup(np.zeros((4, NUM_CLASSES), dtype=np.uint8))
+    assert not isinstance(control.loss_fn, AsymmetricLoss)
 
 
 def test_overfits_eight_images():

@@ -7,7 +7,7 @@ import torch
 from mlic.config import ProposalsConfig, config_from_dict
 from mlic.errors import MlicError
 from mlic.features.proposal_store import cam_proposals, load_proposals, pad_boxes, proposals_of_views
-from mlic.features.proposals import box_iou
+from mlic.features.proposals import NO_OBJECTNESS, box_iou, windows
 from mlic.loop.batches import CachedSamples
 from mlic.loop.tta import TTA_VIEWS, view_inputs
 from mlic.sources import SOURCES, view_boxes
@@ -69,6 +69,22 @@ def test_pad_boxes_gives_exactly_r_boxes_without_repeating_a_window():
     assert len(np.unique(padded[:, :4], axis=0)) == 12
     tiny = pad_boxes(np.zeros((0, 5), np.float32), 300, 4, 4)  # fewer distinct windows than R: the whole image
     assert tiny.shape == (300, 5) and (tiny[-1, :4] == [0, 0, 4, 4]).all()
+
+
+def test_top_up_windows_score_no_objectness_so_no_top_up_is_a_pseudo_object():
+    """A method's boxes topped up to R: the windows added are neither objects nor background (not their scale)."""
+    flat = np.full((2, 1, SIZE, SIZE, 3), 120, dtype=np.uint8)  # selective search: the whole image, its one box
+    config = ProposalsConfig(method="selective_search", max_boxes=16, num_workers=1)
+    boxes = proposals_of_views(flat, config)
+    np.testing.assert_array_equal(boxes[:, :, 0], np.tile([0, 0, SIZE, SIZE, 1.0], (2, 1, 1)))
+    assert (boxes[:, :, 1:, 4] == NO_OBJECTNESS).all()  # the 0.8 and 0.6 windows used to score 0.8 and 0.6
+    maps = np.zeros((3, 2, 2), dtype=np.float32)
+    maps[1, 0, 1] = 5.0  # class 1 fires in the top-right quarter
+    grid = len(windows(64, 64, 1000))  # 257 distinct windows, scored by the map; R = 300 leaves 42 to top up
+    cam = cam_proposals(maps, np.array([0.1, 0.9, 0.2], dtype=np.float32), 64, tau=0.5, min_score=0.5, count=300)
+    np.testing.assert_array_equal(cam[0], [32, 0, 32, 32, 1.0])  # the pseudo-object
+    assert (cam[: 1 + grid, 4] >= 0).all() and cam[1 : 1 + grid, 4].max() == 1.0  # windows inside it: evidence
+    np.testing.assert_array_equal(cam[1 + grid :], np.tile([0, 0, 64, 64, NO_OBJECTNESS], (300 - 1 - grid, 1)))
 
 
 def test_proposals_of_views_store_r_boxes_per_view_and_cam_needs_a_model():

@@ -1,5 +1,7 @@
 """Every registry entry gets exercised: a tiny forward and backward pass for models, a call for the rest."""
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -52,6 +54,39 @@ def test_every_architecture_trains_with_every_loss(name, loss):
     with torch.no_grad():
         scores = task.predict_step(model.eval(), {k: BATCH[k] for k in task.predict_sources})
     assert scores.shape == (4, NUM_CLASSES) and ((scores >= 0) & (scores <= 1)).all()
+
+
+def dilating_archs() -> list[str]:
+    """The architectures whose config has `output_stride` (a timm CNN of their own)."""
+    return [n for n in discover_archs() if "output_stride" in {f.name for f in dataclasses.fields(get_arch(n).config)}]
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("name", dilating_archs())
+def test_every_backbone_arch_dilates_to_output_stride_8(name):
+    """The spatial budget: at output_stride 8 a 32 px image gives a 4 x 4 last map (1 x 1 undilated), and trains."""
+    from mlic.models.backbones import create_backbone, feature_map
+
+    options = tiny_options(name) | {"output_stride": 8}
+    if name == "srn":
+        options["sr_map_size"] = 4  # X, the map before the last, is dilated too
+    config = resolve_entry(name, ModelEntry(name, options)).config
+    backbone = create_backbone(config, out_indices=(-1,)) if hasattr(config, "backbone") else None
+    if backbone is not None:
+        assert feature_map(backbone, BATCH["image"][:1]).shape[-1] == 4
+    model, task = arch_model(name, NUM_CLASSES, {"image": 3, "hog": HOG_DIM}, **options)
+    task.setup(TARGET.numpy())
+    if hasattr(task, "attach_teacher"):
+        teacher, _ = arch_model(task.cfg.teacher.arch, NUM_CLASSES, **task.cfg.teacher.options)
+        task.attach_teacher(teacher)
+    step = task.training_step(model.train(), {**{k: BATCH[k] for k in task.sources}, "target": TARGET})
+    step.loss.backward()
+    assert torch.isfinite(step.loss)
+
+
+def test_a_backbone_without_output_stride_is_a_config_error():
+    with pytest.raises(ConfigError, match="output_stride"):
+        arch_model("baseline", NUM_CLASSES, backbone="vit_tiny_patch16_224", output_stride=8)
 
 
 def kd_wsd_with(student: str) -> tuple[torch.nn.Module, object]:

@@ -1,5 +1,6 @@
 """SCA: context boxes, FPN and RoI shapes, the multi-level RoIAlign, the five loss parts, patch and box targets."""
 
+import re
 from collections import OrderedDict
 
 import numpy as np
@@ -8,18 +9,23 @@ import torch
 from conftest import arch_model
 from torchvision.ops import MultiScaleRoIAlign
 
+from mlic.config import config_from_dict
 from mlic.errors import ConfigError
-from mlic.features.proposals import enlarge
+from mlic.features.proposals import NO_OBJECTNESS, enlarge, windows
+from mlic.models import sca as sca_module
 from mlic.models.regions import boxes_to_rois, enlarge_boxes
 from mlic.models.sca import (
     IGNORE,
     MultiLevelRoIAlign,
+    ScaConfig,
     ScaOutputs,
+    ScaTask,
     box_corners,
     patch_targets,
     regression_targets,
     roi_levels,
 )
+from mlic.tasks.base import FoldRun
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # small ops: see conftest.one_torch_thread
 
@@ -84,16 +90,77 @@ def test_fpn_levels_patch_features_and_every_processor_have_their_shapes():
 
 def test_multi_level_roi_align_is_torchvisions_multi_scale_roi_align():
     """Same levels (FPN eq. 1) and patches, from one roi tensor instead of a list per image (so it exports)."""
-    size, batch = 512, 2  # P5 only pools boxes of side >= 448 px (FPN eq. 1: 224 px boxes pool from P4)
+    size, batch = 512, 2  # FPN eq. 1 with s0 = 512: P4 pools boxes of side 512, P3 from 256, P2 the smaller ones
     gen = torch.Generator().manual_seed(0)
     maps = OrderedDict((str(i), torch.randn(batch, 4, size // s, size // s, generator=gen)) for i, s in
                        enumerate((4, 8, 16, 32)))  # fmt: skip
     boxes = random_boxes(batch, 40, size, seed=3)
     boxes[:, :4, :4] = torch.tensor([0.0, 0.0, size, size])
     rois = boxes_to_rois(boxes)
-    assert set(roi_levels(rois, 2, 4).tolist()) == {0, 1, 2, 3}  # every level pools some boxes
-    reference = MultiScaleRoIAlign(list(maps), 7, 2)(maps, list(box_corners(boxes)), [(size, size)] * batch)
+    assert set(roi_levels(rois, 2, 4, size).tolist()) == {0, 1, 2}  # P5 pools none: that takes a side of 1024 px
+    reference = MultiScaleRoIAlign(list(maps), 7, 2, canonical_scale=size)
+    reference = reference(maps, list(box_corners(boxes)), [(size, size)] * batch)
     torch.testing.assert_close(MultiLevelRoIAlign(7)(list(maps.values()), rois, size), reference)
+
+
+def rois_per_level(size: int, boxes: torch.Tensor, monkeypatch) -> list[int]:
+    """How many of the (1, R, 5) boxes MultiLevelRoIAlign pools from each level (P2..P5) of `size` px images."""
+    counts = []
+
+    def counting_roi_align(feature_map, rois, *args, **kwargs):
+        counts.append(len(rois))
+        return torchvision_roi_align(feature_map, rois, *args, **kwargs)
+
+    torchvision_roi_align = sca_module.roi_align
+    monkeypatch.setattr(sca_module, "roi_align", counting_roi_align)
+    maps = [torch.zeros(1, 2, size // stride, size // stride) for stride in (4, 8, 16, 32)]
+    MultiLevelRoIAlign(7)(maps, boxes_to_rois(boxes), size)
+    return counts
+
+
+def test_at_64_px_the_windows_spread_over_the_fpn_levels_and_at_224_px_follow_the_paper(monkeypatch):
+    """FPN eq. 1 with s0 the image side: at 64 px, not every box on P2; at 224 px, the paper's s0 = 224."""
+    grid = torch.from_numpy(windows(64, 64, 1000))[None]  # every window of a 64 px image, the whole image first
+    # the whole image on P4; sides 32-63 px (scales 0.6, 0.8, and 1.0 at aspects 2 and 1/2) on P3; the rest on P2
+    side = (grid[0, :, 2] * grid[0, :, 3]).sqrt()
+    expected = [int((side < 32).sum()), int(((side >= 32) & (side < 64)).sum()), int((side >= 64).sum()), 0]
+    assert rois_per_level(64, grid, monkeypatch) == expected and min(expected[:3]) > 0
+    size = 224
+    boxes = torch.cat([torch.from_numpy(windows(size, size, 1000))[None], random_boxes(1, 100, size, seed=5)], 1)
+    maps = OrderedDict((str(i), torch.randn(1, 3, size // s, size // s)) for i, s in enumerate((4, 8, 16, 32)))
+    paper = MultiScaleRoIAlign(list(maps), 7, 2)  # torchvision's defaults: eq. 1 with 224 px on P4
+    reference = paper(maps, list(box_corners(boxes)), [(size, size)])
+    torch.testing.assert_close(MultiLevelRoIAlign(7)(list(maps.values()), boxes_to_rois(boxes), size), reference)
+    corners = torch.tensor([[0, 0, 0, 224, 224], [0, 0, 0, 112, 112], [0, 0, 0, 111, 111]], dtype=torch.float32)
+    assert roi_levels(corners, 2, 4, size).tolist() == [2, 1, 0]  # 224 px on P4, 112 px on P3, below on P2
+
+
+def test_top_up_boxes_without_objectness_are_neither_objects_nor_background():
+    scores = torch.tensor([[0.9, NO_OBJECTNESS, 0.1, NO_OBJECTNESS]])
+    assert patch_targets(scores, 0.5, 0.2).tolist() == [[1, IGNORE, 0, IGNORE]]
+    boxes = labelled_boxes(1, 64)
+    boxes[0, 0, 4] = NO_OBJECTNESS  # the former pseudo-object, now a top-up: nothing regresses toward it
+    matched, _ = regression_targets(boxes, object_score=0.5)
+    assert not matched.any()
+
+
+def run_on(method: str) -> FoldRun:
+    """A fold run of models entry `sca` under proposals.method `method`."""
+    cfg = config_from_dict({"proposals": {"method": method}})
+    return FoldRun(cfg, "sca", 0, np.arange(4), torch.device("cpu"))
+
+
+def test_windows_proposals_refuse_the_regressor_and_patch_classifier_before_training():
+    """Window scores are scales: every window a pseudo-object regressing onto itself, so bind refuses them."""
+    for options, keys in (({}, "regression and patch_weight > 0"), ({"regression": False}, "patch_weight > 0"),
+                          ({"patch_weight": 0.0}, "regression")):  # fmt: skip
+        with pytest.raises(ConfigError, match=f"models.sca: {re.escape(keys)} train") as info:
+            ScaTask(ScaConfig(**SMALL, **options)).bind(run_on("windows"))
+        assert "proposals.method 'windows'" in str(info.value)
+        assert "models.sca.regression: false and models.sca.patch_weight: 0" in info.value.fix
+    ScaTask(ScaConfig(**SMALL, regression=False, patch_weight=0.0)).bind(run_on("windows"))  # the label losses only
+    for method in ("cam", "selective_search"):  # scores that say how object-like a box is
+        ScaTask(ScaConfig(**SMALL)).bind(run_on(method))
 
 
 def test_training_step_parts_sum_to_the_loss_and_reach_every_module():

@@ -125,6 +125,24 @@ def test_phases_follow_phase_epochs_and_skip_empty_ones():
         task.phases(12)
 
 
+def test_every_phase_restarts_the_rate_at_its_own_scale():
+    """Through the real engine: each phase warms up from near 0 and peaks at lr x its scale (the joint one at 0.1)."""
+    model, task = build(phase_epochs=(2, 1, 1, 1))
+    phases = check_phases(task.phases(5), 5, "srn")
+    assert [(p.restart, p.lr_scale) for p in phases] == [(True, 1.0), (True, 1.0), (True, 1.0), (True, 0.1)]
+    cfg = TrainConfig(epochs=5, lr=0.01, warmup_epochs=1.0, min_lr_ratio=0.0, device="cpu")
+    rt = Runtime(torch.device("cpu"), nn.ModuleDict({"image": nn.Identity()}))
+    engine = make_engine(model, model, cfg, rt, 10, phases, task.lr_multiplier)
+    rates = []
+    for _ in range(50):
+        rates.append(engine.optimizer.param_groups[0]["lr"])
+        engine.optimizer.step()
+        engine.scheduler.step()
+    spans = [rates[0:20], rates[20:30], rates[30:40], rates[40:50]]
+    for span, peak in zip(spans, (0.01, 0.01, 0.01, 0.001), strict=True):
+        assert span[0] <= 0.5 * peak and max(span) == pytest.approx(peak) and span[-1] < 0.1 * peak
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
@@ -133,6 +151,8 @@ def test_phases_follow_phase_epochs_and_skip_empty_ones():
         ({"phase_epochs": (2, -1, 1, 1)}, "phase_epochs: needs 4 epoch counts"),
         ({"alpha": 1.5}, "alpha: must be in"),
         ({"sr_map_size": 0}, "sr_map_size: must be >= 1"),
+        ({"phase_lr_scales": (1.0, 1.0, 0.1)}, "phase_lr_scales: needs 4 learning-rate scales"),
+        ({"phase_lr_scales": (1.0, 0.0, 1.0, 1.0)}, "phase_lr_scales: needs 4 learning-rate scales"),
     ],
 )
 def test_bad_settings_name_the_key(options, message):

@@ -1,5 +1,6 @@
-"""`thresholds.method: auto` (global unless a per-class method clearly wins nested), one-fold nesting, and
-thresholds outputs that hold no wall-clock figures (the same inputs write the same bytes, optuna study or not)."""
+"""`thresholds.method: auto` (global unless a per-class method clearly wins nested, and auto as a procedure, its
+selection included, wins out of sample too), one-fold nesting, and thresholds outputs that hold no wall-clock figures
+(the same inputs write the same bytes, optuna study or not)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ import pytest
 from mlic.config import Config, ThresholdsConfig, config_from_dict
 from mlic.errors import ConfigError, MlicError
 from mlic.layout import EnsemblePredictions, save_ensemble, save_prepare_stats, save_prepared_index
+from mlic.predict import threshold_fitting
 from mlic.predict.threshold_fitting import fit_and_compare, fit_thresholds, nested_evaluation
 
 FAST = {"compare_methods": ("global", "per_class_exact")}  # no optuna: each test runs in well under a second
+MANY_SHRINKS = (0.0, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)  # 8 per-class candidates: room for a lucky one
 
 
 def calibrated(n: int = 150, classes: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -63,6 +66,73 @@ def test_auto_picks_per_class_cuts_where_calibration_differs():
     a_cut, b_cut = chosen.thresholds  # each class's cut lies in its own gap between negatives and positives
     assert 0.15 <= a_cut <= 0.2 and 0.7 <= b_cut <= 0.8
     assert fit.reason.startswith(f"auto chose per_class_exact (shrink {fit.shrink:g}): nested F2 ")
+
+
+def exchangeable(n: int = 300, classes: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Every class drawn alike (rate 0.3, each label drawn with its probability): per-class cuts find only noise."""
+    rng = np.random.default_rng(seed)
+    probs = rng.beta(0.6, 1.4, (n, classes))  # mean a / (a + b) = 0.3
+    return probs, (rng.random((n, classes)) < probs).astype(np.uint8)
+
+
+def rescaled(n: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Each class calibrated, then reported on a scale of its own (p ** gamma, gamma 0.25 to 4): best cuts far apart."""
+    rng = np.random.default_rng(seed)
+    truth = rng.beta(0.6, 1.4, (n, 5))
+    labels = (rng.random(truth.shape) < truth).astype(np.uint8)
+    return truth ** np.array([0.25, 0.5, 1.0, 2.0, 4.0]), labels
+
+
+def test_auto_keeps_global_where_the_nested_winner_was_luck():
+    """Of 30 draws without any per-class signal, the nested selection (the old rule) crowns a per-class candidate of
+    8 in some, by more than 2 SE; scored as a procedure out of sample, that luck is gone and global stays in all."""
+    cfg = ThresholdsConfig(**FAST, auto_shrink=MANY_SHRINKS)
+    fits = [fit_and_compare(*exchangeable(seed=seed), np.arange(300) % 3, cfg) for seed in range(30)]
+    assert [fit.method for fit in fits] == ["global"] * 30
+    fooled = [fit.auto for fit in fits if fit.auto.nested_choice[0] == "per_class_exact"]
+    assert len(fooled) >= 2  # seeds 23 and 26: the old rule submitted per-class cuts there
+    for auto in fooled:
+        assert auto.gain > 2 * auto.standard_error  # the nested rule alone was satisfied...
+        p = auto.procedure  # ...but the procedure, its selection made without the scored part, is no better
+        assert set(p.choices) == {0, 1, 2} and not p.gain > 2 * p.standard_error
+        assert auto.reason.startswith("auto chose global: per_class_exact (shrink ")
+        assert "won the nested selection" in auto.reason and "out of sample" in auto.reason
+    assert all(fit.auto.procedure is None for fit in fits if fit.auto.nested_choice[0] == "global")  # nothing to check
+
+
+@pytest.mark.parametrize("folds", [np.arange(2000) % 3, np.arange(2000) % 2, np.zeros(2000, int)], ids=[3, 2, 1])
+def test_auto_keeps_per_class_cuts_that_win_out_of_sample(folds):
+    """Classes on different scales, 2,000 rows: every outer part's own selection picks per-class cuts, and the
+    procedure beats global by far more than 2 SE, whatever the folds (one fold: its rows are split 5 ways)."""
+    probs, labels = rescaled()
+    fit = fit_and_compare(probs, labels, folds, ThresholdsConfig(**FAST, auto_shrink=MANY_SHRINKS))
+    assert fit.method == "per_class_exact" and fit.auto.nested_choice == (fit.method, fit.shrink)
+    p = fit.auto.procedure
+    assert set(p.choices) == set(range(len(np.unique(folds)) if len(np.unique(folds)) > 1 else 5))
+    assert all(method == "per_class_exact" for method, _ in p.choices.values())
+    assert p.gain > 0.02 and p.gain > 4 * p.standard_error
+    assert p.baseline == fit.auto.candidates["global"][0.0]  # the same rows, global fitted without each part
+    assert "; out of sample, auto as a procedure (its selection included): F2 " in fit.reason
+    cuts = fit.reports["auto"].thresholds
+    assert np.all(np.diff(cuts) < 0) and cuts[0] > 0.4 > 0.05 > cuts[-1]  # p ** gamma: smaller as gamma grows
+
+
+def test_the_out_of_sample_check_fits_each_set_of_rows_once(monkeypatch):
+    """Three folds: each method fitted on all rows, without each fold, and on each fold alone (without two): 7 fits,
+    whatever the number of shrinks; the inner selections reuse the nested fits instead of fitting them again."""
+    calls: list[tuple[str, int]] = []
+    real = threshold_fitting.fitter
+
+    def counting(method: str):
+        fit = real(method)
+        return lambda probs, labels, cfg: calls.append((method, len(probs))) or fit(probs, labels, cfg)
+
+    monkeypatch.setattr(threshold_fitting, "fitter", counting)
+    probs, labels = rescaled(n=600)
+    fit = fit_and_compare(probs, labels, np.arange(600) % 3, ThresholdsConfig(**FAST, auto_shrink=MANY_SHRINKS))
+    assert fit.auto.procedure is not None
+    for method in ("global", "per_class_exact"):
+        assert sorted(n for m, n in calls if m == method) == [200, 200, 200, 400, 400, 400, 600]
 
 
 def test_one_fold_is_split_for_a_nested_score():
@@ -180,4 +250,12 @@ def test_thresholds_stage_writes_the_same_bytes_every_run(tmp_path, sqlite_dir, 
     assert set(scores["auto"]["candidates"]["optuna"]) == {"shrink_0", "shrink_10", "shrink_100", "shrink_1000"}
     assert (chosen["method"], chosen["shrink"]) == (scores["auto"]["method"], scores["auto"]["shrink"])
     assert chosen["reason"].startswith("auto chose ") and chosen["nested_fbeta"] is not None
+    auto = scores["auto"]
+    assert auto["reason"] == chosen["reason"] and set(auto["nested_choice"]) == {"method", "shrink"}
+    if auto["nested_choice"]["method"] == "global":
+        assert auto["procedure"] is None  # nothing to confirm: the out-of-sample check is skipped
+    else:  # which per-class candidate each outer part chose without its rows, and the procedure's scores
+        parts = {"0", "1", "2"} if len(folds) > 1 else {"0", "1", "2", "3", "4"}
+        assert set(auto["procedure"]["choices"]) == parts
+        assert {"f2_samples", "global_f2_samples", "gain", "standard_error"} < set(auto["procedure"])
     assert " s)" in capsys.readouterr().out  # the fit timings went to the log

@@ -54,7 +54,7 @@ def test_outputs_are_a_distribution_over_regions_weighted_by_label_probabilities
     labels = torch.softmax(out.class_logits, dim=-1)
     where = out.region_scores / labels  # the detection stream's distribution, recovered from the product
     torch.testing.assert_close(where.sum(dim=1), torch.ones(2, NUM_CLASSES))
-    torch.testing.assert_close(where, torch.softmax(out.region_logits, dim=1))
+    torch.testing.assert_close(where, torch.softmax(out.region_logits / model.detection_temperature, dim=1))
     assert (where[1, -PADDED:] == 0).all() and (where[0, -PADDED:] > 0).all()  # boxes without area get no mass
     torch.testing.assert_close(out.image_scores, out.region_scores.sum(dim=1))
     torch.testing.assert_close(model(images, boxes), out.image_scores)
@@ -70,6 +70,27 @@ def test_outputs_are_a_distribution_over_regions_weighted_by_label_probabilities
     assert (entropy(sharp_where, dim=1) < entropy(spread_where, dim=1) - 0.1).all()
     assert torch.isfinite(extreme).all() and (extreme >= 0).all() and (extreme <= 1).all()
     assert (out.image_scores > 0).all() and (out.image_scores < 1).all()
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_the_detection_softmax_divides_the_region_logits_by_the_temperature(temperature):
+    """The authors' code halves fc8d's output before the softmax over regions (temperature 2, the default)."""
+    assert WsddnConfig().detection_temperature == 2.0
+    model, _ = build(detection_temperature=temperature)
+    images, boxes = batch_inputs()
+    with torch.no_grad():
+        model.region_head.weight.mul_(1e3)  # at init the regions' logits differ by 1e-4: spread them
+        out = model.eval().regions(images, boxes)
+        sharp = model.regions(images, boxes, sharpen=3.0)
+    logits = out.region_logits.double()  # by hand: exp(z / T) over the regions, normalised
+    weights = torch.exp((logits - logits.amax(dim=1, keepdim=True)) / temperature)
+    manual = torch.softmax(out.class_logits.double(), dim=-1) * weights / weights.sum(dim=1, keepdim=True)
+    torch.testing.assert_close(out.region_scores.double(), manual, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(out.image_scores.double(), manual.sum(dim=1), rtol=1e-5, atol=1e-6)
+    plain = torch.softmax(out.region_logits, dim=1)  # temperature 1
+    assert torch.allclose(out.region_scores / torch.softmax(out.class_logits, -1), plain) == (temperature == 1.0)
+    sharp_where = sharp.region_scores / torch.softmax(3.0 * sharp.class_logits, dim=-1)  # sharpen after the division
+    torch.testing.assert_close(sharp_where, torch.softmax(sharp.region_logits * (3.0 / temperature), dim=1))
 
 
 def test_the_loss_is_bce_on_phi_and_prediction_is_phi():
@@ -148,6 +169,9 @@ def test_bf16_autocast_on_cpu_gives_finite_scores_loss_and_gradients():
         ({"dropout": 1.0}, "dropout: must be in"),
         ({"head_warmup_epochs": -1}, "head_warmup_epochs: must be >= 0"),
         ({"lr_scale": 0.0}, "lr_scale: must be > 0"),
+        ({"detection_temperature": 0.0}, "detection_temperature: must be > 0"),
+        ({"detection_temperature": -2.0}, "detection_temperature: must be > 0"),
+        ({"detection_temperature": float("inf")}, "detection_temperature: must be > 0"),
     ],
 )
 def test_bad_settings_name_the_key(options, message):

@@ -3,8 +3,10 @@
 Each row's result is stored as `cache/<row>-<key>.json` in the work folder, the key hashing the row's resolved
 params and entry, the source files of the stages it runs and of its architectures (`mlic.deps`), the solution file,
 torch's version and the device kind: adding an architecture runs only its row, and editing one architecture's module
-reruns only that row. The shared stages (prepare, hog, folds, proposals) run once into `upstream/<key>/`, the key
-hashing their params (without output paths), `--limit` and their code. Every digest is `mlic.hashing`'s.
+reruns only that row. Within a row, its trained fold is kept under `train_key` (what the stages up to `train` read):
+an edit to the blending or threshold code reruns the stages after `train` alone. The shared stages (prepare, hog,
+folds, proposals) run once into `upstream/<key>/`, the key hashing their params (without output paths), `--limit`
+and their code. Every digest is `mlic.hashing`'s.
 
 Why a cache of its own rather than DVC experiments (or DVC's run cache), which key stages the same way:
 
@@ -29,7 +31,7 @@ from typing import Any
 from mlic.hashing import file_digest, file_digests, value_digest
 from mlic.io import write_text
 
-from .params import FOLD, ROW_PROPOSALS, ROW_STAGES, UPSTREAM_STAGES, decodes_sets
+from .params import BLEND_STAGES, FOLD, ROW_PROPOSALS, ROW_STAGES, TRAIN_STAGES, UPSTREAM_STAGES, decodes_sets
 from .stages import device_kind
 
 REPO = Path(__file__).resolve().parents[2]
@@ -77,6 +79,31 @@ def row_key(params: dict, arch: str, solution: Path) -> str:
     material = {"params": cfg.to_dict(), "entry": dataclasses.asdict(model.config), "code": code,
                 "solution": file_digest(solution)}  # fmt: skip
     if arch in ROW_PROPOSALS:  # its boxes come from another row's trained model: that model is part of the key
+        cam_model = Path(cfg.proposals.cam.run_dir) / f"fold_{FOLD}" / "model.pt"
+        material["cam_model"] = file_digest(cam_model) if cam_model.is_file() else None
+    return value_digest(material | {"torch": torch.__version__, "device": device_kind()})
+
+
+def train_key(params: dict, arch: str) -> str:
+    """The key of the row's trained fold: what its `proposals`, `teacher` and `train` stages read, nothing after.
+
+    A row whose result key changed only through the blending, threshold or scoring code (or those sections of its
+    params) keeps its trained fold: `runner.run_row` reruns the cheap stages after `train` alone.
+    """
+    import dataclasses
+
+    import torch
+
+    from mlic.config import config_from_dict
+    from mlic.models.registry import resolve_model
+
+    cfg = config_from_dict(params)
+    model = resolve_model(cfg, arch)
+    extra = [f"mlic.models.{name}" for name in model.arch_names()[1:]]
+    sections = {k: v for k, v in cfg.to_dict().items() if k not in BLEND_STAGES}
+    material = {"params": sections, "entry": dataclasses.asdict(model.config),
+                "code": code_digests(TRAIN_STAGES, model.spec.name, extra)}  # fmt: skip
+    if arch in ROW_PROPOSALS:
         cam_model = Path(cfg.proposals.cam.run_dir) / f"fold_{FOLD}" / "model.pt"
         material["cam_model"] = file_digest(cam_model) if cam_model.is_file() else None
     return value_digest(material | {"torch": torch.__version__, "device": device_kind()})

@@ -22,16 +22,23 @@ UPSTREAM_STAGES = ("prepare", "hog", "folds", "proposals")  # run once, shared b
 # after `train`, every row blends, fits thresholds, submits and evaluates
 BLEND_STAGES = ("ensemble", "thresholds", "submit", "evaluate")
 # each row's stages, after the shared ones; `teacher` runs only for a distilled row (its entry names a teacher)
+TRAIN_STAGES = ("proposals", "teacher", "train")  # what a row's trained fold depends on (`cache.train_key`)
 ROW_STAGES = ("teacher", "train", *BLEND_STAGES)
 # Rows beside one per arch: name -> (arch, keys over its entry). The distilled student's control: the same student
-# at the same budget without its teacher.
-VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {"kd_wsd_plain": ("kd_wsd", {"distill": False})}
+# at the same budget without its teacher; ML-Decoder with BCE, the control of its default ASL (the paper's loss).
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "kd_wsd_plain": ("kd_wsd", {"distill": False}),
+    "ml_decoder_bce": ("ml_decoder", {"loss": "bce", "loss_options": {}}),
+}
 # Rows with proposals of their own (the shared ones are `windows`): the two-branch network's pseudo-objects are the
 # `cam` boxes of the baseline row's trained fold (Planet has no boxes), so that row must run (or be cached) first.
 CAM_RUN = "rows/baseline/train/baseline"
 ROW_PROPOSALS: dict[str, dict[str, Any]] = {"sca": {"method": "cam", "cam": {"model": "baseline", "run_dir": CAM_RUN}}}
 COMPARE_METHODS = ["global", "per_class_exact"]  # auto's candidates; optuna's search is left out for speed
 PHASE_KEY = "phase_epochs"  # a list-valued entry key whose lengths must add up to train.epochs
+# Entry keys that give the side of a feature map, with that map's stride in the undilated backbone: set to the side
+# at the budget's image size and output stride (SRN's X is the map one stage before the last, stride 16)
+MAP_SIZE_KEYS: dict[str, int] = {"sr_map_size": 16}
 
 
 def rescale_phases(lengths: Sequence[int], total: int) -> list[int]:
@@ -70,12 +77,15 @@ def field_default(field: dataclasses.Field) -> Any:
     return None
 
 
-def arch_entry(arch: str, models: dict[str, dict], backbone: str, epochs: int) -> dict[str, Any]:
+def arch_entry(
+    arch: str, models: dict[str, dict], backbone: str, epochs: int, output_stride: int = 32, image_size: int = 64
+) -> dict[str, Any]:
     """The row's models entry: params.yaml's entry of that arch (or its defaults) on the budget's backbone.
 
     The entry keyed by the arch's name is preferred, then the first entry with that arch. Where the arch's config has
-    them, `backbone` is the budget's, `pretrained` false and `pretrained_file` null; a list-valued `phase_epochs`
-    (the entry's, else the config's default) is rescaled to the budget's epochs.
+    them, `backbone` is the budget's, `pretrained` false, `pretrained_file` null and `output_stride` the budget's; a
+    list-valued `phase_epochs` (the entry's, else the config's default) is rescaled to the budget's epochs, and a
+    map-side key (`MAP_SIZE_KEYS`) is set to that map's side at the budget's image size and output stride.
     """
     from mlic.models.registry import get_arch
 
@@ -83,8 +93,10 @@ def arch_entry(arch: str, models: dict[str, dict], backbone: str, epochs: int) -
     key = arch if arch in same else (same[0] if same else None)
     entry = copy.deepcopy(models[key]) if key else {"arch": arch}
     fields = {f.name: f for f in dataclasses.fields(get_arch(arch).config)}
-    overrides = {"backbone": backbone, "pretrained": False, "pretrained_file": None}
+    overrides = {"backbone": backbone, "pretrained": False, "pretrained_file": None, "output_stride": output_stride}
     entry.update({k: v for k, v in overrides.items() if k in fields})
+    sides = {k: max(1, image_size // min(stride, output_stride)) for k, stride in MAP_SIZE_KEYS.items()}
+    entry.update({k: side for k, side in sides.items() if k in fields})
     for nested in entry.values():  # a distilled student's student and teacher get the budget's backbone too
         if isinstance(nested, dict) and "arch" in nested:
             nested_fields = {f.name for f in dataclasses.fields(get_arch(nested["arch"]).config)}
@@ -110,6 +122,7 @@ def shared_params(base: dict, args: argparse.Namespace, upstream: str, data_root
     # train.warmup_epochs must stay below the epochs: a short (smoke) budget warms up for half of it at most
     warmup = min(float(params["train"].get("warmup_epochs", 1.0)), args.epochs / 2)
     params["train"] |= {"epochs": args.epochs, "warmup_epochs": warmup, "folds": [FOLD], "nproc_per_node": 1}
+    params["train"] |= args.train_keys  # the budget's (precision, loader workers)
     params["thresholds"] |= {"method": "auto", "compare_methods": COMPARE_METHODS}
     return params
 
@@ -171,5 +184,6 @@ def budget(shared: dict, args: argparse.Namespace) -> dict:
     t = shared["train"]
     return {"epochs": args.epochs, "image_size": args.image_size, "backbone": args.backbone, "fold": FOLD,
             "n_splits": args.n_splits, "batch_size": t["batch_size"], "lr": t["lr"], "seed": t["seed"],
-            "warmup_epochs": t["warmup_epochs"],
+            "warmup_epochs": t["warmup_epochs"], "name": args.budget, "output_stride": args.output_stride,
+            "limit": args.limit, "train_keys": args.train_keys,
             "tta": t["tta"], "hog_image_size": shared["hog"]["image_size"]}  # fmt: skip

@@ -104,28 +104,53 @@ def count_parameters(fold_dir: Path) -> tuple[int, int]:
     return sum(p.numel() for _, p in named), head
 
 
-def run_row(arch: str, params: dict, args: argparse.Namespace) -> dict:
-    """Train the row's architecture on the fold, then ensemble, thresholds, submit, evaluate and score it."""
-    folder = Path("rows") / arch
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    stage = functools.partial(run_stage, folder / "params.yaml", folder / "logs", prefix=f"{arch}: ")
-    start, seconds = time.perf_counter(), {}
+TRAINED = "trained.json"  # in the row's folder: the key of its trained fold, with the train stage's timings
+
+
+def train_row(arch: str, params: dict, stage: Callable) -> dict:
+    """The row's stages up to `train` (its own proposals, its teacher, the fold), or their record if still valid.
+
+    Returns:
+        The record: `key` (`cache.train_key`), the stages' `seconds`, the fit's `fit_seconds` and `images`, and
+        whether it was `reused` (its seconds are then those of the run that trained it).
+    """
+    record_file, key = Path("rows") / arch / TRAINED, cache.train_key(params, arch)
+    if record_file.is_file() and (record := json.loads(record_file.read_text()))["key"] == key:
+        progress(f"{arch}: trained fold reused ({record_file}: same params and code up to train)")
+        return record | {"reused": True}
+    record_file.unlink(missing_ok=True)  # a run killed below leaves no record of a fold it half rewrote
+    seconds = {}
     if arch in ROW_PROPOSALS:
         seconds["proposals"] = stage("proposals", "proposals")[0]
     if has_teacher(arch, params):  # a distilled student's teacher, trained on the fold's training rows
         seconds["teacher"] = stage("teacher", "teacher", "--model", arch, "--fold", str(FOLD))[0]
     # --resume: a row killed mid-training continues from its last epoch (the checkpoint's fingerprint guards it)
     seconds["train"], train_log = stage("train", "train", "--model", arch, "--fold", str(FOLD), "--resume")
+    fit_seconds, images = fit_span(train_log)
+    record = {"key": key, "seconds": seconds, "fit_seconds": fit_seconds, "images": images}
+    record_file.write_text(json.dumps(record, indent=2))
+    return record | {"reused": False}
+
+
+def run_row(arch: str, params: dict, args: argparse.Namespace) -> dict:
+    """Train the row's architecture on the fold, then ensemble, thresholds, submit, evaluate and score it."""
+    folder = Path("rows") / arch
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    stage = functools.partial(run_stage, folder / "params.yaml", folder / "logs", prefix=f"{arch}: ")
+    start = time.perf_counter()
+    trained = train_row(arch, params, stage)
+    seconds = dict(trained["seconds"])
     for name in BLEND_STAGES:
         seconds[name] = stage(name, name)[0]
     stage("score", "score", params["submit"]["out_file"], "--solution", str(args.solution))
     row = row_metrics(arch, params, score_output(folder / "logs" / "score.log"))
     if decodes_sets(arch, params):
         row["decoded"] = decoded_sets(arch, folder, stage, args)
-    fit_seconds, images = fit_span(train_log)
+    fit_seconds, images = trained["fit_seconds"], trained["images"]
     row |= {"train_seconds": fit_seconds, "train_stage_seconds": seconds["train"], "stage_seconds": seconds,
-            "row_seconds": round(time.perf_counter() - start, 2),
+            "row_seconds": round(time.perf_counter() - start + (sum(trained["seconds"].values()) if trained["reused"]
+                                                                else 0.0), 2), "train_reused": trained["reused"],
             "train_images_per_s": round(images / fit_seconds, 1) if fit_seconds and images else None}  # fmt: skip
     return row
 
@@ -172,7 +197,8 @@ def leaderboard_row(arch: str, base: dict, shared: dict, args: argparse.Namespac
     """One row: from the cache when its key matches a stored result, else run and stored; a failure is a row too."""
     try:
         of, overrides = VARIANTS.get(arch, (arch, {}))
-        entry = arch_entry(of, base.get("models") or {}, args.backbone, args.epochs) | overrides
+        entry = arch_entry(of, base.get("models") or {}, args.backbone, args.epochs, args.output_stride,
+                           args.image_size) | overrides  # fmt: skip
         params = row_params(shared, arch, entry)
         key = cache.row_key(params, arch, args.solution)
         stored = cache.load_row(arch, key)

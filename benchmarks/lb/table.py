@@ -115,8 +115,9 @@ def markdown(result: dict) -> str:
     """The leaderboard as markdown: a header (command, data, budget, machine, date), the table, the verdict."""
     d, b, m = result["data"], result["budget"], result["machine"]
     limit = " (a seeded sample of the training rows, --limit)" if d["limit"] else ""
+    stride = f" at output stride {b['output_stride']}" if b.get("output_stride", 32) != 32 else ""
     lines = [
-        "# Leaderboard: every registered architecture at one budget",
+        f"# Leaderboard: {b.get('name', 'default')} budget",
         "",
         f"- Command: `{result['command']}`, {result['date']}",
         f"- Data: {Path(d['root']).name} (`{d['root']}`): {d['n_train']:,} labelled chips{limit}, fold {d['fold']} of "
@@ -124,8 +125,8 @@ def markdown(result: dict) -> str:
         "chips scored against `solution.csv`",
         f"- Budget, the same for every row: {plural(b['epochs'], 'epoch')}, images {b['image_size']} px "
         "(upsampled from 32 px), "
-        f"backbone {b['backbone']} (not pretrained) for every image arch, batch {b['batch_size']}, lr {b['lr']}, "
-        f"seed {b['seed']}, TTA {b['tta']}; HOG at {b['hog_image_size']} px; thresholds auto "
+        f"backbone {b['backbone']} (not pretrained) for every image arch{stride}, batch {b['batch_size']}, "
+        f"lr {b['lr']}, seed {b['seed']}, TTA {b['tta']}; HOG at {b['hog_image_size']} px; thresholds auto "
         f"({' vs '.join(COMPARE_METHODS)}); {len(result['rows'])} rows",
         f"- Machine: {m['cpu_count']} CPUs ({m['processor']}), torch {m['torch']}, device {m['device']}",
         "",

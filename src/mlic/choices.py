@@ -39,6 +39,7 @@ class Choice:
 
 
 THRESHOLD_FITTERS = ("global", "optuna", "per_class_exact")
+ENSEMBLE_METHODS = ("geometric", "mean", "per_class", "weighted")
 # fmt: off
 ARCHS = ("baseline", "cnn_rnn", "csra", "hog_linear", "hourglass", "kd_wsd", "ml_decoder", "resnet50_hog", "sca", "srn",
          "wsddn")
@@ -55,7 +56,8 @@ CHOICES: dict[str, Choice] = {
     "train.sampler": Choice("sampler", "mlic.train.sampling:SAMPLERS", ("random", "stratified")),
     "train.augment": Choice("augmentation", "mlic.train.augment:AUGMENTATIONS", ("none", "photo", "satellite")),
     "train.tta": Choice("TTA preset", "mlic.loop.tta:TTA_VIEWS", ("dihedral", "flips", "none")),
-    "ensemble.method": Choice("ensemble method", "mlic.predict.ensemble:ENSEMBLES", ("geometric", "mean", "weighted")),
+    "ensemble.method": Choice("ensemble method", "mlic.predict.ensemble:ENSEMBLES", ENSEMBLE_METHODS, also=("auto",)),
+    "ensemble.auto_candidates": Choice("ensemble method", "mlic.predict.ensemble:ENSEMBLES", ENSEMBLE_METHODS),
     "thresholds.method": Choice(
         "threshold method", "mlic.predict.threshold_fitting:THRESHOLD_METHODS", THRESHOLD_FITTERS, also=("auto",)
     ),

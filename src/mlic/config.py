@@ -333,7 +333,7 @@ class ThresholdsConfig:
     method: str = "auto"  # the submission's method; auto: the best nested score among compare_methods
     compare_methods: tuple[str, ...] = ("global", "per_class_exact")  # also scored (nested); auto's candidates
     auto_shrink: tuple[float, ...] = (0.0, 10.0, 100.0, 1000.0)  # auto: the shrink values tried per method
-    auto_margin_se: float = 2.0  # auto: a per-class method must beat global's nested F-beta by this many SEs
+    auto_margin_se: float = 2.0  # auto: a per-class pick must beat global by this many SEs, nested and out of sample
     nested_splits: int = 5  # one trained fold: its OOF rows are split this many ways for the nested score
     beta: float = 2.0
     grid_step: float = 0.01  # the global method's grid
@@ -380,7 +380,21 @@ class EnsembleConfig:
     """Blending the models' out-of-fold and test probabilities (stage `ensemble`); folds are always averaged."""
 
     out_dir: str = "data/processed/ensemble"
-    method: str = "mean"  # registry: mean, geometric, weighted (weights fitted on the OOF predictions)
+    method: str = "auto"  # registry: mean, geometric, weighted, per_class; auto: the best nested score (below)
+    auto_candidates: tuple[str, ...] = ("geometric", "weighted", "per_class")  # auto: scored against mean
+    auto_margin_se: float = 2.0  # auto keeps mean unless a candidate beats it by this many SEs (paired, per row)
+    per_class_shrink: float = 100.0  # per_class: w_c = (n_c w_c + shrink w) / (n_c + shrink), n_c positives
+
+    def __post_init__(self):
+        if not 0 <= self.auto_margin_se < float("inf"):  # NaN fails the comparison too
+            invalid("ensemble.auto_margin_se", f"must be a number >= 0, got {self.auto_margin_se}",
+                    fix="e.g. auto_margin_se: 2 (standard errors of the paired per-row difference)")  # fmt: skip
+        if not 0 <= self.per_class_shrink < float("inf"):
+            invalid("ensemble.per_class_shrink", f"must be a number >= 0, got {self.per_class_shrink}",
+                    fix="e.g. per_class_shrink: 100 (positives; 0: each class keeps its own weights)")  # fmt: skip
+        if "auto" in self.auto_candidates:
+            invalid("ensemble.auto_candidates", "lists auto, which is the choice among them, not a candidate",
+                    fix="list registered methods: geometric, weighted, per_class (mean is always scored)")  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ RESUME_FILE = "last.pt"
 
 # --- ensemble, submit, evaluate ----------------------------------------------------------------------------------
 WEIGHTS_FILE = "weights.json"
+BLEND_FILE = "blend.json"  # the blend method used and why, candidates' nested scores, per-class weights
 SUBMIT_PREDICTIONS = "test_predictions.npz"
 METRICS_FILE = "metrics.json"
 PER_CLASS_FILE = "per_class.csv"
@@ -375,12 +376,20 @@ class EnsemblePredictions:
     test: np.ndarray
 
 
-def save_ensemble(out_dir: str | Path, ens: EnsemblePredictions, weights: dict[str, float], cfg: Config) -> None:
-    """Write the ensemble folder atomically: OOF (rows, folds, probs), test, blend weights and config."""
+def save_ensemble(
+    out_dir: str | Path, ens: EnsemblePredictions, weights: dict[str, float], cfg: Config, blend: dict | None = None
+) -> None:
+    """Write the ensemble folder atomically: OOF (rows, folds, probs), test, blend weights and config.
+
+    `weights` maps each model to its weight (per-class weights: its mean share); `blend`, when given, is written as
+    blend.json (`mlic.predict.ensemble.blend_record`: the method used, why, and any per-class weights).
+    """
     with atomic_path(out_dir, is_dir=True) as out:
         np.savez(out / OOF_FILE, rows=ens.rows, folds=ens.folds, probs=ens.oof)
         np.save(out / TEST_FILE, ens.test)
         write_json(out / WEIGHTS_FILE, weights)
+        if blend is not None:
+            write_json(out / BLEND_FILE, blend)
         save_config(cfg, out / CONFIG_FILE, sections=("train.models", "train.folds", "ensemble"))
 
 
@@ -401,6 +410,12 @@ def load_ensemble(out_dir: str | Path) -> EnsemblePredictions:
 def load_ensemble_weights(out_dir: str | Path) -> dict[str, float]:
     """Each model's weight in the blend, as the `ensemble` stage chose them."""
     return read_json(Path(out_dir) / WEIGHTS_FILE)
+
+
+def load_ensemble_blend(out_dir: str | Path) -> dict | None:
+    """The `ensemble` stage's blend.json (method, reason, scores, per-class weights); None from a run before it."""
+    path = Path(out_dir) / BLEND_FILE
+    return read_json(path) if path.is_file() else None
 
 
 def save_submit_predictions(out_dir: str | Path, ids: Sequence[str], classes: Sequence[str], probs: np.ndarray,

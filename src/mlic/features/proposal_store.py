@@ -2,14 +2,17 @@
 
 The `proposals` stage writes `train_boxes.npy` and `test_boxes.npy`, float32 (N, views, R, 5) arrays of (x, y, w, h,
 score) in pixels of the cached image, read back by the `boxes` batch source. Every view gets exactly R boxes, so
-batches stack: a method's boxes come first, best first, topped up with sliding windows (`pad_boxes`).
+batches stack: a method's boxes come first, best first, topped up with sliding windows (`pad_boxes`) scored
+`NO_OBJECTNESS`: a top-up is there to fill the batch, not because it holds an object or background, so a model that
+learns from the scores (SCA's patch classifier and regressor) ignores it.
 
 - `windows` and `selective_search` (`mlic.features.proposals.PROPOSALS`) see one image at a time (threads);
 - `cam` reads class activation maps (`cam_proposals`): for each class the trained model scores at least
   `cam.min_score` (and always its top class), the map is cut at tau * its max and each connected component is a
   pseudo-object box scored by its peak on the map normalised to [0, 1]. Half of R at most go to those; the rest are
   sliding windows scored by the mean normalised map inside them (low for every predicted label: background), so
-  the two-branch network sees both objects and background.
+  the two-branch network sees both objects and background. Those windows are scored by the map, evidence either way;
+  only boxes still missing after them (a grid with fewer than R distinct windows) are `NO_OBJECTNESS` top-ups.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import numpy as np
 
 from mlic.config import ProposalsConfig
 from mlic.errors import MlicError
-from mlic.features.proposals import PROPOSALS, cam_boxes, top_boxes, windows
+from mlic.features.proposals import NO_OBJECTNESS, PROPOSALS, cam_boxes, top_boxes, windows
 from mlic.layout import TEST_BOXES, TRAIN_BOXES
 from mlic.progress import track
 
@@ -39,16 +42,19 @@ class StoredProposals:
 def pad_boxes(boxes: np.ndarray, count: int, height: int, width: int) -> np.ndarray:
     """Exactly `count` boxes: the first `count` of `boxes`, topped up with sliding windows not among them.
 
+    The top-ups score `NO_OBJECTNESS`, whatever the method: a window's own score is its scale (1.0 to 0.25), which
+    would make the coarse ones pseudo-objects of SCA (score >= object_score) although nothing found an object there.
     A tiny image can have fewer distinct windows than `count`; then the whole-image window repeats.
     """
     boxes = boxes[:count]
     if len(boxes) < count:
         grid = windows(height, width, max(count, 1))
         known = {tuple(b) for b in np.round(boxes[:, :4], 3)}
-        extra = [b for b in grid if tuple(np.round(b[:4], 3)) not in known]
-        boxes = np.concatenate([boxes, np.asarray(extra, dtype=np.float32).reshape(-1, 5)])[:count]
+        extra = np.asarray([b for b in grid if tuple(np.round(b[:4], 3)) not in known], np.float32).reshape(-1, 5)
+        extra[:, 4] = NO_OBJECTNESS
+        boxes = np.concatenate([boxes, extra])[:count]
     if len(boxes) < count:
-        whole = np.array([[0, 0, width, height, 0]], dtype=np.float32)
+        whole = np.array([[0, 0, width, height, NO_OBJECTNESS]], dtype=np.float32)
         boxes = np.concatenate([boxes, np.repeat(whole, count - len(boxes), axis=0)])
     return boxes.astype(np.float32)
 
@@ -93,7 +99,7 @@ def cam_proposals(maps: np.ndarray, scores: np.ndarray, size: int, tau: float, m
     """Exactly `count` boxes of one S x S image from its (C, h, w) class activation maps and (C,) scores.
 
     Pseudo-objects (at most half of `count`) come first, then windows scored by how much of the chosen classes'
-    map they hold (see the module docstring).
+    map they hold (see the module docstring), then `NO_OBJECTNESS` top-ups where those are still fewer than `count`.
     """
     chosen = maps[classes_to_map(scores, min_score)]
     chosen = np.clip(chosen, 0, None)

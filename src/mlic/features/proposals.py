@@ -11,6 +11,9 @@ score first:
   re-ranked largest box first so that the result is deterministic (see `selective_search`).
 - CAM boxes (`cam_boxes`, not in the registry: it takes a class activation map): the map thresholded at tau * its
   max, one box per connected component, scored by the map's peak inside it.
+A score is in [0, 1], or `NO_OBJECTNESS` for a box that says nothing about what it holds (a window topping up another
+method's boxes). `windows` scores (a window's scale) only rank the grid: `METHODS_WITHOUT_OBJECTNESS` names the
+methods whose scores are no evidence of an object, which a model reading them as such refuses.
 Boxes go to `torchvision.ops.roi_align` as (x1, y1, x2, y2) through `to_corners`. `enlarge` grows boxes about their
 centre (the two-branch network's context patches) and clips them to the image.
 """
@@ -28,6 +31,10 @@ from mlic.errors import ConfigError
 from mlic.registry import Registry
 
 BOX_FIELDS = ("x", "y", "w", "h", "score")
+# The score of a box with no objectness (neither object nor background): below every score in [0, 1], so it sorts
+# last and passes neither a >= object threshold nor, for readers that skip negative scores, a <= background one
+NO_OBJECTNESS = -1.0
+METHODS_WITHOUT_OBJECTNESS = frozenset({"windows"})  # their scores rank boxes (a window's scale), not how object-like
 WINDOW_SCALES = (1.0, 0.8, 0.6, 0.4, 0.25)  # fractions of the shorter side, largest first (kept first under a cap)
 WINDOW_ASPECTS = (1.0, 0.5, 2.0)  # w / h
 

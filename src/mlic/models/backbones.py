@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from torch import nn
 from mlic.errors import ConfigError, MlicError, invalid
 from mlic.models.registry import ArchConfig, check_drop_rate
 
+OUTPUT_STRIDES = (8, 16, 32)  # timm dilates the last stages of CNNs (ResNets and others) for the first two
+
 
 @dataclass(frozen=True)
 class BackboneConfig(ArchConfig):
@@ -20,11 +23,18 @@ class BackboneConfig(ArchConfig):
     backbone: str = "resnet18"  # any timm CNN name
     pretrained: bool = False  # true downloads weights from the hub (needs internet)
     pretrained_file: str | None = None  # or a local weights file (needs pretrained: true)
+    head_lr_multiplier: float = 1.0  # the layers outside the backbone train at train.lr times this
+    output_stride: int = 32  # 8 or 16 dilate the last stages (timm): a larger last map for the spatial heads
 
     def __post_init__(self):
         super().__post_init__()
         if self.pretrained_file is not None and not self.pretrained:
             invalid("pretrained_file", "is set but pretrained is false", "set pretrained: true in the same entry")
+        if not (math.isfinite(self.head_lr_multiplier) and self.head_lr_multiplier > 0):
+            invalid("head_lr_multiplier", f"must be > 0, got {self.head_lr_multiplier}", "e.g. 1, or 10 (CSRA's)")
+        if self.output_stride not in OUTPUT_STRIDES:
+            invalid("output_stride", f"must be one of {OUTPUT_STRIDES}, got {self.output_stride}",
+                    "32 (the backbone as designed), or 16 / 8 for a map 2 / 4 times as large per side")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,8 @@ def create_backbone(cfg: BackboneConfig, out_indices: tuple[int, ...] | None = N
             f"unknown timm backbone {cfg.backbone!r} in models.<entry>.backbone", fix=f"e.g. one of {close}"
         )
     kwargs: dict = {"pretrained": cfg.pretrained}
+    if cfg.output_stride != 32:  # passed only when asked: some timm models take no output_stride at all
+        kwargs["output_stride"] = cfg.output_stride
     if out_indices is None:
         kwargs.update(num_classes=0, global_pool="")
     else:
@@ -67,6 +79,13 @@ def create_backbone(cfg: BackboneConfig, out_indices: tuple[int, ...] | None = N
         kwargs["pretrained_cfg_overlay"] = {"file": cfg.pretrained_file}
     try:
         return timm.create_model(cfg.backbone, **kwargs)
+    except TypeError as exc:
+        if "output_stride" not in kwargs:
+            raise
+        raise ConfigError(
+            f"backbone {cfg.backbone!r} cannot dilate to output_stride {cfg.output_stride}: {exc}",
+            fix="set output_stride: 32 in the models entry, or pick a CNN that takes it (e.g. a ResNet)",
+        ) from None
     except (OSError, RuntimeError) as exc:
         if not cfg.pretrained:
             raise

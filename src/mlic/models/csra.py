@@ -35,6 +35,7 @@ class CsraConfig(BackboneConfig):
 
     lam: float = 0.1  # lambda, the weight of the attention term (paper: 0.1 for ResNet-101 on VOC, 0.4-0.5 on COCO)
     num_heads: int = 1  # H, heads summed, with temperatures {1}, {1,99}, {1,2,4,99}, {1..5,99}, {1..7,99} (99: max)
+    head_lr_multiplier: float = 10.0  # the official code trains the classifier at 10 times the backbone's rate
 
     def __post_init__(self):
         super().__post_init__()

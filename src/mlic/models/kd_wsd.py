@@ -10,7 +10,8 @@ the task (`FoldRun.teacher`: this module imports no training or prediction code)
    under an L2 loss, the only loss of the phase; only the student's backbone and the adapter train;
 2. prediction transfer: the student's label loss (its own task's, with this entry's `loss`) plus the distillation
    term, BCE(s * student logits, teacher phi), with s a learnable scale initialised at `scale_init` (0.2) and the
-   teacher's class and region logits sharpened (multiplied) by `sharpen` (2) before its softmaxes.
+   teacher's class and region logits sharpened (multiplied) by `sharpen` (2) before its softmaxes (the region logits
+   after their division by the teacher's `detection_temperature`, 2 by default: the two cancel on that stream).
 At inference the student runs alone: `forward(images)` is the student's output and `predict_step` its own task's, so
 prediction and ONNX export read the image only (`predict_sources`), and neither the teacher nor the proposals are
 needed.

@@ -37,6 +37,7 @@ class MlDecoderConfig(BackboneConfig):
     num_heads: int = 8  # attention heads of the cross-attention (must divide decoder_dim)
     ffn_dim: int = 2048  # hidden width of the decoder's feed-forward block
     decoder_dropout: float = 0.1  # dropout inside the decoder layer (attention weights, residual branches, FFN)
+    loss: str = "asl"  # the paper's results are with ASL; its defaults are the paper's gamma- 4, gamma+ 0, clip 0.05
 
     def __post_init__(self):
         super().__post_init__()

@@ -13,19 +13,27 @@ Two more processors train f_obj without labels, from the boxes' scores: a patch 
 is the weighted mean of the three predictors' sigmoids.
 
 The scores come from the proposal method: `cam` boxes carry a trained baseline's class activation in [0, 1], so
-pseudo-objects are real evidence; `windows` boxes carry the window's scale (1.0 for the whole image), so with them the
-patch classifier learns "large window vs small window" and the regressor pulls windows toward large overlapping ones.
-Those two targets are weak with windows; that is accepted (they only shape f_obj, the label losses dominate). They
-can also be empty: 16 windows are the scales 1.0, 0.8 and 0.6, all pseudo-objects at the default thresholds (0.5,
-0.2), so every patch is class 1 and every box regresses onto itself (zero deltas). With windows set e.g.
-`object_score: 0.9, background_score: 0.7`: 1.0 objects, 0.6 background, 0.8 unlabelled and regressed toward 1.0.
+pseudo-objects are real evidence; `selective_search` boxes their rank in the segment hierarchy. `windows` boxes carry
+the window's scale, no evidence of anything: the 16 default windows (scales 1.0, 0.8, 0.6) are all pseudo-objects at
+the default thresholds, every patch is class 1 and every box regresses onto itself (zero deltas), so the two
+processors learn nothing. `ScaTask.bind` therefore refuses them on `windows` proposals (before any training) unless
+`regression: false` and `patch_weight: 0`. Windows that only top up another method's boxes score `NO_OBJECTNESS`
+(negative): neither object nor background (the patch classifier ignores them), and no proposal regresses toward one.
 
 Pooling: `torchvision.ops.MultiScaleRoIAlign` takes a Python list of boxes per image, so tracing it unrolls the batch:
 `torch.export` with a dynamic batch raises "Constraints violated (batch) ... specialized it to be a constant", and
 `torch.onnx.export(dynamo=True)` falls back to a graph fixed at the example's batch size. `MultiLevelRoIAlign` is the
 same algorithm (FPN eq. 1 picks each box's level, `torchvision.ops.roi_align` pools it there) on one (K, 5) roi tensor,
-which exports with a dynamic batch. With eq. 1's canonical 224 px box on level 4, boxes under 112 px pool from P2, and
-P5 only pools boxes of side >= 448 px: at classification sizes most patches come from the finest levels.
+which exports with a dynamic batch.
+
+Levels: FPN eq. 1, k = floor(k0 + log2(sqrt(wh) / s0)), sends a box of side s0 to level k0 = 4 (stride 16) and each
+halving of its side one level finer. Lin et al. take s0 = 224 because it is the ImageNet pretraining size: a box as
+large as the images the backbone learnt on pools from the level a single-scale ResNet detector reads (C4). This
+network learns on `prepare.image_size` images, so s0 is the side of its input images, read off them in `forward`
+(training, `mlic predict` and the ONNX graph all feed `prepare.image_size` images, so there is nothing to save or
+rebuild): at 224 px it is the paper's rule exactly; at 64 px the whole image pools from P4, boxes of side 32-63 px
+from P3 and smaller ones from P2. A fixed s0 = 224 sent every box of a 64 px image (side < 112) to P2. P5 pools no
+box (that takes a side of twice the image's); it feeds the global predictor.
 """
 
 from __future__ import annotations
@@ -43,17 +51,18 @@ from torchvision.models.detection._utils import BoxCoder
 from torchvision.ops import FeaturePyramidNetwork, box_iou, roi_align
 
 from mlic.errors import invalid
+from mlic.features.proposals import METHODS_WITHOUT_OBJECTNESS
 from mlic.models.backbones import BackboneConfig, create_backbone
 from mlic.models.regions import boxes_to_rois, enlarge_boxes
 from mlic.models.registry import ModelDims, register_arch
-from mlic.tasks.base import StepOutput, Task
+from mlic.tasks.base import FoldRun, StepOutput, Task
 from mlic.tasks.losses import create_loss
 
 IGNORE = -100  # patch target of boxes between the background and object scores (F.cross_entropy's ignore_index)
 MATCH_IOU = 0.5  # a proposal regresses toward its best pseudo-box when they overlap at least this much
 BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)  # Faster R-CNN's box-head delta weights (x, y, w, h)
 SMOOTH_L1_BETA = 1.0 / 9.0  # Faster R-CNN's box-head smooth-L1 beta (torchvision's roi_heads)
-CANONICAL_SCALE, CANONICAL_LEVEL = 224, 4  # FPN eq. 1: a 224 px box pools from level 4 (MultiScaleRoIAlign's defaults)
+CANONICAL_LEVEL = 4  # FPN eq. 1's k0: a box the size of the input images pools from level 4 (see the module docstring)
 SAMPLING_RATIO = 2  # RoIAlign's sampling points per bin side
 
 
@@ -68,9 +77,9 @@ class ScaConfig(BackboneConfig):
     kappa: float = 1.8  # context boxes are the proposals grown kappa times about their centres (clipped)
     object_score: float = 0.5  # boxes scoring >= this are pseudo-objects (patch class 1, regression targets)
     background_score: float = 0.2  # boxes scoring <= this are background patches; those in between are ignored
-    regression: bool = True  # train the location regressor
+    regression: bool = True  # train the location regressor (needs scored proposals: refused on windows)
     regression_weight: float = 1.0  # of the regression loss
-    patch_weight: float = 1.0  # of the patch classifier's loss
+    patch_weight: float = 1.0  # of the patch classifier's loss; 0: off (as windows proposals need)
     global_weight: float = 1.0  # weights of the three predictors' sigmoids in the prediction (normalised)
     object_weight: float = 1.0
     context_weight: float = 1.0
@@ -127,18 +136,19 @@ def fpn_level_range(maps: list[torch.Tensor], image_size: int) -> tuple[list[flo
     return scales, round(-math.log2(scales[0]))
 
 
-def roi_levels(rois: torch.Tensor, k_min: int, levels: int) -> torch.Tensor:
-    """Pyramid level (0-based, from the finest map) of each (K, 5) roi: FPN eq. 1, k = floor(4 + log2(sqrt(wh) / 224)).
+def roi_levels(rois: torch.Tensor, k_min: int, levels: int, canonical_scale: float) -> torch.Tensor:
+    """Pyramid level (0-based, from the finest map) of each (K, 5) roi: FPN eq. 1, k = floor(4 + log2(sqrt(wh) / s0)).
 
-    torchvision's LevelMapper written on one roi tensor; degenerate (zero-area) boxes land on the finest level.
+    torchvision's LevelMapper written on one roi tensor, s0 = `canonical_scale` (the input images' side: see the
+    module docstring; the paper's 224 at 224 px); degenerate (zero-area) boxes land on the finest level.
     """
     side = torch.sqrt((rois[:, 3] - rois[:, 1]) * (rois[:, 4] - rois[:, 2]))
-    k = torch.floor(CANONICAL_LEVEL + torch.log2(side / CANONICAL_SCALE) + 1e-6)  # LevelMapper's eps
+    k = torch.floor(CANONICAL_LEVEL + torch.log2(side / canonical_scale) + 1e-6)  # LevelMapper's eps
     return (k.clamp(k_min, k_min + levels - 1) - k_min).to(torch.int64)
 
 
 class MultiLevelRoIAlign(nn.Module):
-    """`torchvision.ops.MultiScaleRoIAlign` (aligned=False, the FPN level rule) on a (K, 5) roi tensor.
+    """`torchvision.ops.MultiScaleRoIAlign` (aligned=False, the FPN level rule, canonical_scale the image side).
 
     The same algorithm (each level's rois gathered, pooled by `torchvision.ops.roi_align` and put back in place), but
     the rois come as one tensor with their batch index instead of a Python list per image, so one graph serves any
@@ -154,9 +164,12 @@ class MultiLevelRoIAlign(nn.Module):
         self.output_size, self.sampling_ratio = output_size, sampling_ratio
 
     def forward(self, maps: list[torch.Tensor], rois: torch.Tensor, image_size: int) -> torch.Tensor:
-        """Maps finest first (each half the previous), rois (K, 5) in image pixels -> patches (K, C, out, out)."""
+        """Maps finest first (each half the previous), rois (K, 5) in pixels of `image_size` images -> (K, C, out, out).
+
+        A roi of side `image_size` pools from level 4 (FPN eq. 1 with s0 the image side, as the paper's 224 px).
+        """
         scales, k_min = fpn_level_range(maps, image_size)
-        levels = roi_levels(rois, k_min, len(maps))
+        levels = roi_levels(rois, k_min, len(maps), image_size)
         rois = rois.to(maps[0].dtype)
         out = maps[0].new_zeros((rois.shape[0], maps[0].shape[1], self.output_size, self.output_size))
         for level, (m, scale) in enumerate(zip(maps, scales, strict=True)):
@@ -236,9 +249,12 @@ class Sca(nn.Module):
 
 
 def patch_targets(scores: torch.Tensor, object_score: float, background_score: float) -> torch.Tensor:
-    """Patch classes from (...) box scores: 1 (object) at >= object_score, 0 at <= background_score, else IGNORE."""
+    """Patch classes from (...) box scores: 1 (object) at >= object_score, 0 in [0, background_score], else IGNORE.
+
+    A negative score (`NO_OBJECTNESS`, a top-up window) is no evidence of background either: IGNORE.
+    """
     targets = torch.full(scores.shape, IGNORE, dtype=torch.int64, device=scores.device)
-    targets[scores <= background_score] = 0
+    targets[(scores >= 0) & (scores <= background_score)] = 0
     targets[scores >= object_score] = 1
     return targets
 
@@ -261,6 +277,35 @@ def regression_targets(boxes: torch.Tensor, object_score: float) -> tuple[torch.
     return best >= MATCH_IOU, corners.gather(1, index[..., None].expand(-1, -1, 4))
 
 
+def check_objectness(cfg: ScaConfig, method: str, entry: str) -> None:
+    """Refuse the patch classifier and the regressor on proposals whose scores say nothing of objects.
+
+    Args:
+        cfg: The entry's config: `regression` and `patch_weight` say whether the two processors train.
+        method: `proposals.method`; those in `METHODS_WITHOUT_OBJECTNESS` (windows: a score is the window's scale)
+            give every patch class 1 and every regression target 0 deltas at the default thresholds.
+        entry: The models entry, for the message.
+
+    Raises:
+        ConfigError: Naming the keys and the two ways out.
+    """
+    switches = (
+        ("regression", "the location regressor", cfg.regression),
+        ("patch_weight > 0", "the patch classifier", cfg.patch_weight > 0),
+    )
+    keys = [key for key, _, on in switches if on]
+    if method in METHODS_WITHOUT_OBJECTNESS and keys:
+        trained = " and ".join(processor for _, processor, on in switches if on)
+        invalid(
+            f"models.{entry}",
+            f"{' and '.join(keys)} train{'' if len(keys) > 1 else 's'} {trained} on the proposals' objectness, "
+            f"which proposals.method {method!r} does not give (its scores are window scales: every box a "
+            "pseudo-object regressing onto itself, nothing to learn)",
+            f"set models.{entry}.regression: false and models.{entry}.patch_weight: 0, or proposals.method: cam "
+            "(boxes of a trained model's class activation maps)",
+        )
+
+
 class ScaTask(Task):
     """SCA's loss: the three label predictors' registry losses, plus the patch classifier's and the regressor's.
 
@@ -273,6 +318,10 @@ class ScaTask(Task):
         super().__init__(cfg)
         self.loss_fn: nn.Module | None = None
         self.coder = BoxCoder(BOX_WEIGHTS)
+
+    def bind(self, run: FoldRun) -> None:
+        """Before any training: refuse processors the run's proposals cannot train (`check_objectness`)."""
+        check_objectness(self.cfg, run.cfg.proposals.method, run.model)
 
     def setup(self, train_labels: np.ndarray) -> None:
         """Build the label loss; frequency-weighted losses read the training rows' label frequencies."""

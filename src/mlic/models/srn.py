@@ -10,11 +10,14 @@ On top of a timm CNN, three heads share the feature map X of the stage before th
   and a linear layer), logits y_sr.
 The prediction blends the logits: y = alpha * y_cls + (1 - alpha) * y_sr. Training runs in four phases (`SRNTask`):
 the main net, then attention on y_att, then f_sr on y_sr, each with what came before frozen, then all of it on the
-sum of the three losses. The attention maps come out for overlays (`SRN.attention_maps`).
+sum of the three losses. Each phase runs its own warmup + cosine schedule (`phase_lr_scales`: the joint phase, which
+fine-tunes all of it, at a tenth of the rate by default, our choice). The attention maps come out for overlays
+(`SRN.attention_maps`).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -47,6 +50,9 @@ class SRNConfig(BackboneConfig):
     sr_map_size: int = 14  # side of X at the trained image size (image side / 16 on ResNets): f_sr's kernel
     alpha: float = 0.5  # weight of the main net's logits in the prediction; f_sr's get 1 - alpha
     phase_epochs: tuple[int, ...] = (4, 2, 2, 2)  # epochs of main net, attention, f_sr, joint; sum = train.epochs
+    # Each phase runs its own warmup + cosine at train.lr times its scale: the joint phase fine-tunes what the first
+    # three trained, so it starts lower than they do
+    phase_lr_scales: tuple[float, ...] = (1.0, 1.0, 1.0, 0.1)
 
     def __post_init__(self):
         super().__post_init__()
@@ -60,6 +66,13 @@ class SRNConfig(BackboneConfig):
                 "phase_epochs",
                 f"needs {len(PHASES)} epoch counts >= 0 ({', '.join(PHASES)}) with a positive sum, got {epochs}",
                 "e.g. [4, 2, 2, 2], or [0, 0, 0, 10] to train everything jointly",
+            )
+        scales = list(self.phase_lr_scales)
+        if len(scales) != len(PHASES) or not all(math.isfinite(s) and s > 0 for s in scales):
+            invalid(
+                "phase_lr_scales",
+                f"needs {len(PHASES)} learning-rate scales > 0 ({', '.join(PHASES)}), got {scales}",
+                "e.g. [1.0, 1.0, 1.0, 0.1]",
             )
 
 
@@ -160,7 +173,12 @@ class SRNTask(MultiLabelTask):
     """
 
     def phases(self, epochs: int) -> list[Phase]:
-        """Main net, attention, f_sr, joint, with `phase_epochs`; phases of 0 epochs are skipped."""
+        """Main net, attention, f_sr, joint, with `phase_epochs`; phases of 0 epochs are skipped.
+
+        The paper trains each stage to convergence before the next: every phase restarts the warmup + cosine over
+        its own epochs, at `train.lr` times its `phase_lr_scales` entry (one shared decay would leave the later
+        phases only the low tail of the rate).
+        """
         lengths = list(self.cfg.phase_epochs)
         if sum(lengths) != epochs:
             invalid(
@@ -169,7 +187,8 @@ class SRNTask(MultiLabelTask):
                 "make the phase epochs add up to train.epochs",
             )
         trainable = [prefixes for _, prefixes in PHASES.values()]
-        schedule = [Phase(*spec) for spec in zip(PHASES, lengths, trainable, strict=True)]
+        specs = zip(PHASES, lengths, trainable, self.cfg.phase_lr_scales, strict=True)
+        schedule = [Phase(name, n, train, scale, restart=True) for name, n, train, scale in specs]
         return [phase for phase in schedule if phase.epochs > 0]
 
     def training_step(self, net: nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:

@@ -5,7 +5,9 @@ trained from image-level labels alone. On top of a timm CNN, every proposal box 
 the last feature map, optionally reduced by a 1x1 conv first (RoIAlign, `mlic.models.regions.region_features`), and
 passed through two fully connected layers (fc6, fc7). Two streams then score each of the R regions for each label:
 - the classification stream (fc8c): a softmax over the labels, "which label is this region?";
-- the detection stream (fc8d): a softmax over the regions, "which region shows this label?".
+- the detection stream (fc8d): a softmax over the regions, "which region shows this label?", of its logits divided by
+  `detection_temperature` (2: the authors' code halves fc8d's output before that softmax, a flatter distribution
+  over the regions than temperature 1 gives; kd_wsd's teacher is this network, so it is the teacher's too).
 Their product is each region's score for each label, and its sum over the regions is the image's score phi in [0, 1]
 (a sum of a distribution over regions weighted by probabilities), trained with binary cross-entropy on the labels:
 -log(phi + eps) for a present label, -log(1 - phi + eps) for an absent one (`phi_logits`, eps = 1e-8).
@@ -54,6 +56,7 @@ class WsddnConfig(BackboneConfig):
     dropout: float = 0.5  # after fc6 and after fc7
     head_warmup_epochs: int = 1  # first epochs train everything but the backbone (hard to start otherwise); 0: none
     lr_scale: float = 1.0  # multiplies train.lr in every phase
+    detection_temperature: float = 2.0  # the detection logits are divided by this before the softmax over regions
 
     def __post_init__(self):
         super().__post_init__()
@@ -69,6 +72,12 @@ class WsddnConfig(BackboneConfig):
             invalid("head_warmup_epochs", f"must be >= 0, got {self.head_warmup_epochs}", "e.g. 1, or 0 for none")
         if not (np.isfinite(self.lr_scale) and self.lr_scale > 0):
             invalid("lr_scale", f"must be > 0, got {self.lr_scale}", "e.g. 0.1")
+        if not (np.isfinite(self.detection_temperature) and self.detection_temperature > 0):
+            invalid(
+                "detection_temperature",
+                f"must be > 0, got {self.detection_temperature}",
+                "2.0 (the authors' code), or 1.0 for the plain softmax",
+            )
 
 
 class WsddnOutputs(NamedTuple):
@@ -79,10 +88,10 @@ class WsddnOutputs(NamedTuple):
             unless `regions(..., with_features=True)`),
             float32: what the distilled student matches.
         class_logits: (B, R, C) the classification stream's logits (fc8c).
-        region_logits: (B, R, C) float32 logits of the detection stream (fc8d); boxes without area hold
-            `NO_AREA_LOGIT`.
-        region_scores: (B, R, C) float32 softmax over labels of the class logits times softmax over regions of the
-            region logits (both times `sharpen`).
+        region_logits: (B, R, C) float32 logits of the detection stream (fc8d), before the temperature; boxes
+            without area hold `NO_AREA_LOGIT`.
+        region_scores: (B, R, C) float32 softmax over labels of the class logits (times `sharpen`) times softmax over
+            regions of the region logits (times `sharpen / detection_temperature`).
         image_scores: (B, C) float32 phi, the region scores summed over the regions, in [0, 1].
     """
 
@@ -109,6 +118,7 @@ class Wsddn(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.roi_size = cfg.roi_size
+        self.detection_temperature = cfg.detection_temperature
         channels = feature_channels(backbone)
         if cfg.roi_channels:
             self.reduce = nn.Sequential(nn.Conv2d(channels, cfg.roi_channels, 1), nn.ReLU())
@@ -134,8 +144,9 @@ class Wsddn(nn.Module):
         Args:
             images: Normalised square images.
             boxes: The proposals of each image, R per image.
-            sharpen: Multiplies both streams' logits before their softmaxes; above 1 the region scores peak on
-                fewer regions (for reading detections off the teacher), 1 is WSDDN's.
+            sharpen: Multiplies both streams' logits before their softmaxes (the detection logits after their
+                division by `detection_temperature`); above 1 the region scores peak on fewer regions (for reading
+                detections off the teacher), 1 is WSDDN's.
             with_features: Also pool the raw last map (`roi_features`, what a distilled student matches); else
                 `roi_features` is None.
         """
@@ -153,7 +164,7 @@ class Wsddn(nn.Module):
         region_logits = self.region_head(hidden).view(batch, count, -1).float().masked_fill(~has_area, NO_AREA_LOGIT)
         # float32 softmaxes: bf16 sums over hundreds of regions drift from 1
         labels = torch.softmax(class_logits.float() * sharpen, dim=-1)
-        where = torch.softmax(region_logits * sharpen, dim=1)
+        where = torch.softmax(region_logits * (sharpen / self.detection_temperature), dim=1)
         region_scores = labels * where
         # the sum is <= 1 already (a distribution over regions weighted by probabilities); the clamp is for rounding
         image_scores = region_scores.sum(dim=1).clamp(0.0, 1.0)

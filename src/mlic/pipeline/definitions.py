@@ -219,10 +219,16 @@ def _train(plan: Plan) -> list[Stage]:
     return stages
 
 
+# the ensemble's nested score and parts: the metric, label limits and split of the thresholds stage
+ENSEMBLE_SCORING = ("thresholds.beta", "thresholds.min_labels", "thresholds.max_labels", "thresholds.grid_step",
+                    "thresholds.nested_splits", "thresholds.seed")  # fmt: skip
+
+
 def _ensemble(plan: Plan) -> list[Stage]:
     cfg = plan.cfg
     return [Stage("ensemble", "ensemble", "blend the models' out-of-fold and test predictions",
-                  deps=(*_fold_dirs(cfg), cfg.prepare.out_dir), params=("train.models", "train.folds", "ensemble"),
+                  deps=(*_fold_dirs(cfg), cfg.prepare.out_dir),
+                  params=("train.models", "train.folds", "ensemble", *ENSEMBLE_SCORING),
                   outs=(cfg.ensemble.out_dir,))]  # fmt: skip
 
 

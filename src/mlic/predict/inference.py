@@ -23,9 +23,9 @@ from mlic.data.images import MAX_PIXELS, file_views, readable_images
 from mlic.data.labels import decode_labels
 from mlic.errors import DataProblems, MlicError
 from mlic.io import atomic_path
-from mlic.layout import check_probabilities
+from mlic.layout import check_probabilities, load_ensemble_blend
 from mlic.loop.fold_model import FoldModel, load_fold_model
-from mlic.predict.ensemble import ENSEMBLES
+from mlic.predict.ensemble import ENSEMBLES, saved_blend
 from mlic.progress import track
 from mlic.run import Run
 from mlic.sources import SOURCES
@@ -39,7 +39,7 @@ class Predictor:
     """A finished run's whole prediction: every fold of every model, the blend, the thresholds."""
 
     members: dict[str, list[FoldModel]]
-    weights: np.ndarray
+    weights: np.ndarray  # (models,), or per class (models, classes)
     ensemble_method: str
     thresholds: np.ndarray
     min_labels: int
@@ -103,12 +103,13 @@ def load_predictor(run: Run, device: torch.device) -> Predictor:
     chosen = run.thresholds_file()  # the models, blend and label limits behind the run's submission
     members = {m: [load_fold_model(run.fold_dir(m, f), device) for f in run.cfg.train.folds] for m in chosen["models"]}
     _check_consistent([fm for folds in members.values() for fm in folds], run)
-    weights = run.ensemble_weights()
     classes = next(iter(members.values()))[0].classes
+    blend = load_ensemble_blend(run.path(run.cfg.ensemble.out_dir))  # the method auto chose; per-class weights
+    method, weights = saved_blend(blend, run.ensemble_weights(), list(members), classes, chosen["ensemble"])
     return Predictor(
         members,
-        np.array([weights[m] for m in members]),
-        chosen["ensemble"],
+        weights,
+        method,
         load_thresholds(run.path(run.cfg.thresholds.out_file), classes),
         chosen["min_labels"],
         chosen["max_labels"],

@@ -9,11 +9,17 @@ Methods are registered by name and chosen with `thresholds.method` in params.yam
 Every method's result then goes through `regularise` (shrinkage toward the global threshold by support).
 `nested_evaluation` scores a method fitted on k-1 folds on the held-out one (one fold: on parts of its rows).
 `auto` (`fit_and_compare`) is no fitter but a choice: the compared method and shrink with the best nested score,
-kept at global unless a per-class method beats it by more than `thresholds.auto_margin_se` standard errors.
+kept at global unless a per-class method beats it by more than `thresholds.auto_margin_se` standard errors, and
+unless auto as a procedure beats it by as much out of sample. The best of several nested scores is biased upward
+(it won partly by luck on the rows it is scored on), so `score_procedure` reruns the whole choice (candidate fits,
+nested selection, refit) without each outer part and scores that part's rows. Fits are cached by their rows
+(`FitCache`): the check adds one fit per method and pair of parts (three or more parts), and runs only when the
+nested selection picks per-class cuts, as it can only overrule such a pick.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from collections.abc import Callable, Sequence
@@ -225,6 +231,38 @@ def nested_parts(folds: np.ndarray, labels: np.ndarray, cfg: ThresholdsConfig) -
 
 
 @dataclass(frozen=True)
+class FitCache:
+    """Each method's raw fit (before shrinkage) on each set of OOF rows, fitted once and shared by every caller.
+
+    A fit is keyed by its method and by its rows' indices in the full OOF matrix, so views of some rows (`subset`)
+    share one store: auto's out-of-sample check fits on all rows but two parts, which serves the inner selections
+    of both parts, and on all rows but one, which the nested scores have fitted already.
+    """
+
+    probs: np.ndarray
+    labels: np.ndarray
+    cfg: ThresholdsConfig
+    index: np.ndarray  # (N,) each row's index in the full OOF matrix
+    raw: dict[tuple[str, bytes], np.ndarray]  # (method, indices of the rows fitted on) -> thresholds, shared
+
+    @classmethod
+    def of(cls, probs: np.ndarray, labels: np.ndarray, cfg: ThresholdsConfig) -> FitCache:
+        """An empty cache over all of (probs, labels)."""
+        return cls(probs, labels, cfg, np.arange(len(probs)), {})
+
+    def subset(self, rows: np.ndarray) -> FitCache:
+        """A view of the selected rows (a bool mask) that shares this cache's fits."""
+        return FitCache(self.probs[rows], self.labels[rows], self.cfg, self.index[rows], self.raw)
+
+    def fit(self, method: str, rows: np.ndarray, shrinks: Sequence[float]) -> dict[float, np.ndarray]:
+        """`method` fitted on the selected rows (once), then pulled toward their global cut by each of `shrinks`."""
+        key = (method, self.index[rows].tobytes())
+        if key not in self.raw:
+            self.raw[key] = fitter(method)(self.probs[rows], self.labels[rows], self.cfg)
+        return shrink_toward_global(self.raw[key], self.probs[rows], self.labels[rows], self.cfg, shrinks)
+
+
+@dataclass(frozen=True)
 class NestedFit:
     """One method's thresholds at several shrinks: fitted on all rows, and on all rows but each nested part.
 
@@ -238,27 +276,17 @@ class NestedFit:
     seconds: float
 
 
-def fit_nested(
-    probs: np.ndarray,
-    labels: np.ndarray,
-    parts: np.ndarray | None,
-    cfg: ThresholdsConfig,
-    method: str,
-    shrinks: Sequence[float],
-) -> NestedFit:
-    """Fit `method` on all rows and on all rows but each part, once each; every shrink is applied to each fit.
+def fit_nested(cache: FitCache, parts: np.ndarray | None, method: str, shrinks: Sequence[float]) -> NestedFit:
+    """Fit `method` on all of the cache's rows and on all but each part, once each; every shrink applies to each fit.
 
     Shrinking is a cheap pull toward the global cut after the fit, so a grid of shrinks costs no extra fits.
     """
-    fit = fitter(method)
     start = time.perf_counter()
-    fitted = shrink_toward_global(fit(probs, labels, cfg), probs, labels, cfg, shrinks)
+    fitted = cache.fit(method, np.ones(len(cache.probs), dtype=bool), shrinks)
     seconds = time.perf_counter() - start
     held_out: dict[float, dict[int, np.ndarray]] = {s: {} for s in shrinks}
     for part in [] if parts is None else np.unique(parts):
-        rows = parts != part
-        raw = fit(probs[rows], labels[rows], cfg)
-        for s, thresholds in shrink_toward_global(raw, probs[rows], labels[rows], cfg, shrinks).items():
+        for s, thresholds in cache.fit(method, parts != part, shrinks).items():
             held_out[s][int(part)] = thresholds
     return NestedFit(fitted, held_out, parts, seconds)
 
@@ -317,8 +345,13 @@ def nested_evaluation(
         cfg: The `thresholds` section.
         method: A registered threshold method.
     """
-    nested = fit_nested(probs, labels, nested_parts(folds, labels, cfg), cfg, method, [cfg.shrink])
+    nested = fit_nested(FitCache.of(probs, labels, cfg), nested_parts(folds, labels, cfg), method, [cfg.shrink])
     return method_report(nested, probs, labels, cfg, cfg.shrink)
+
+
+def auto_shrinks(cfg: ThresholdsConfig) -> tuple[float, ...]:
+    """Every shrink auto scores: global's 0, and `cfg.auto_shrink` for the per-class methods."""
+    return tuple(dict.fromkeys([0.0, *cfg.auto_shrink]))
 
 
 def candidate_rows(
@@ -336,9 +369,74 @@ def candidate_rows(
     }  # fmt: skip
 
 
+def paired_gain(diff: np.ndarray) -> tuple[float, float]:
+    """The mean of per-row differences between two predictions of the same rows, and its standard error."""
+    return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("inf")
+
+
+def clears_margin(gain: float, standard_error: float, cfg: ThresholdsConfig) -> bool:
+    """Whether a gain over global is positive and above `cfg.auto_margin_se` standard errors."""
+    return gain > 0 and gain > cfg.auto_margin_se * standard_error
+
+
+@dataclass(frozen=True)
+class ProcedureScore:
+    """`auto` as a whole procedure (fits, nested selection, refit) scored on rows it never saw, against global.
+
+    Each outer part's rows are scored by the (method, shrink) that the nested selection chose on the other parts'
+    rows alone, refitted on those rows; global's score is its nested one (fitted without the part) on the same rows.
+    """
+
+    choices: dict[int, tuple[str, float]]  # outer part -> (method, shrink) chosen without the part's rows
+    fbeta: float  # the procedure's sample F-beta over all rows, each scored out of sample
+    baseline: float  # global's nested sample F-beta over the same rows
+    gain: float  # fbeta - baseline: the mean per-row difference
+    standard_error: float  # of that gain, from the per-row differences (paired)
+
+
+def inner_choice(cache: FitCache, parts: np.ndarray, outer: int, methods: Sequence[str]) -> AutoChoice:
+    """The nested selection (`choose_auto`) run on the rows outside part `outer` alone, nested on their parts.
+
+    With three or more parts the inner parts are the other outer parts, so each fit on all rows but two parts
+    serves two outer parts; with two, the remaining part's rows are split as one fold's are (`nested_parts`).
+    """
+    rest = parts != outer
+    inner = cache.subset(rest)
+    inner_parts = nested_parts(parts[rest], inner.labels, cache.cfg)
+    fits = {m: fit_nested(inner, inner_parts, m, auto_shrinks(cache.cfg)) for m in methods}
+    return choose_auto(candidate_rows(fits, inner.probs, inner.labels, cache.cfg), cache.cfg)
+
+
+def score_procedure(
+    cache: FitCache, parts: np.ndarray, methods: Sequence[str], global_rows: np.ndarray
+) -> ProcedureScore:
+    """Score auto as a procedure out of sample: per outer part, the inner choice refitted without it, on its rows.
+
+    The nested score of the best of several candidates is biased upward (the selection fits the same noise it is
+    scored on); here the selection never sees the rows it is scored on, so the score holds its luck too.
+
+    Args:
+        cache: The fits on all OOF rows, shared (each method on all rows but one part is already there).
+        parts: (N,) each row's nested part (`nested_parts`): the outer split.
+        methods: The compared methods, global among them.
+        global_rows: (N,) global's nested per-row F-beta, the baseline the procedure is compared with.
+    """
+    cfg, scores, choices = cache.cfg, np.empty(len(parts)), {}
+    for outer in np.unique(parts):
+        choice = inner_choice(cache, parts, int(outer), methods)
+        thresholds = cache.fit(choice.method, parts != outer, [choice.shrink])[choice.shrink]
+        held = parts == outer
+        pred = binarize(cache.probs[held], thresholds, cfg.min_labels, cfg.max_labels)
+        scores[held] = fbeta_per_row(cache.labels[held], pred, cfg.beta)
+        choices[int(outer)] = (choice.method, choice.shrink)
+    gain, se = paired_gain(scores - global_rows)
+    return ProcedureScore(choices, round(float(scores.mean()), 6), round(float(global_rows.mean()), 6),
+                          round(gain, 6), round(se, 6))  # fmt: skip
+
+
 @dataclass(frozen=True)
 class AutoChoice:
-    """What `auto` chose, from which nested scores, and why."""
+    """What `auto` chose, from which nested (and, for a per-class pick, out-of-sample) scores, and why."""
 
     method: str
     shrink: float
@@ -346,16 +444,19 @@ class AutoChoice:
     gain: float | None  # the best per-class candidate's nested F-beta minus global's (None: no candidate)
     standard_error: float | None  # of that gain, from the per-row differences
     reason: str
+    nested_choice: tuple[str, float] = (BASELINE, 0.0)  # the nested selection's pick, before the out-of-sample check
+    procedure: ProcedureScore | None = None  # None: not scored, as the nested selection kept global
 
 
 def choose_auto(rows: dict[str, dict[float, np.ndarray]], cfg: ThresholdsConfig) -> AutoChoice:
-    """Keep global unless the best per-class candidate beats it by more than `cfg.auto_margin_se` standard errors.
+    """The nested selection: global unless the best per-class candidate beats it by `cfg.auto_margin_se` SEs.
 
     Per-class cuts fit noise on few rows and rare classes (Planet, 6,667 OOF rows: nested F2 0.8946 per class
-    against 0.8956 shared), and the best of several noisy nested scores is biased upward, so the simpler method
-    stays unless the gain is clear. The standard error is that of the mean per-row difference from global (the
-    same rows, so paired): a fixed margin would be too strict on many rows and too lax on few. Ties between
-    per-class candidates go to the earlier in `compare_methods`, then in `auto_shrink`.
+    against 0.8956 shared), so the simpler method stays unless the gain is clear. The standard error is that of
+    the mean per-row difference from global (the same rows, so paired): a fixed margin would be too strict on many
+    rows and too lax on few. Ties between per-class candidates go to the earlier in `compare_methods`, then in
+    `auto_shrink`. The best of several noisy nested scores is still biased upward, so `fit_and_compare` checks a
+    per-class pick out of sample (`score_procedure`, `confirm_out_of_sample`).
     """
     candidates = {m: {s: round(float(r.mean()), 6) for s, r in by.items()} for m, by in rows.items()}
     if BASELINE not in rows:
@@ -366,15 +467,40 @@ def choose_auto(rows: dict[str, dict[float, np.ndarray]], cfg: ThresholdsConfig)
         reason = f"auto chose global ({f} {base:.4f}): no per-class method in thresholds.compare_methods"
         return AutoChoice(BASELINE, 0.0, candidates, None, None, reason)
     method, shrink, best = max(rivals, key=lambda rival: rival[2])  # max keeps the first of equal scores
-    diff = rows[method][shrink] - rows[BASELINE][0.0]
-    gain, se = float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("inf")
+    gain, se = paired_gain(rows[method][shrink] - rows[BASELINE][0.0])
+    if clears_margin(gain, se, cfg):
+        reason = f"auto chose {method} (shrink {shrink:g}): {versus_global(f, best, base, gain, se, cfg)}"
+        return AutoChoice(method, shrink, candidates, round(gain, 6), round(se, 6), reason, (method, shrink))
     rule = f"gain {gain:+.4f}, {cfg.auto_margin_se:g} SE {cfg.auto_margin_se * se:.4f}"
-    if gain > 0 and gain > cfg.auto_margin_se * se:
-        reason = f"auto chose {method} (shrink {shrink:g}): {f} {best:.4f} vs global {base:.4f} ({rule})"
-        return AutoChoice(method, shrink, candidates, round(gain, 6), round(se, 6), reason)
     reason = (f"auto chose global: {f} {base:.4f} vs {method} {best:.4f} (shrink {shrink:g}), the best "
               f"per-class candidate, which must beat it by more than {cfg.auto_margin_se:g} SE ({rule})")  # fmt: skip
     return AutoChoice(BASELINE, 0.0, candidates, round(gain, 6), round(se, 6), reason)
+
+
+def versus_global(score_name: str, score: float, base: float, gain: float, se: float, cfg: ThresholdsConfig) -> str:
+    """'<score_name> 0.8960 vs global 0.8947 (gain +0.0013, 2 SE 0.0011)': a score, global's, and the margin."""
+    margin = cfg.auto_margin_se
+    return f"{score_name} {score:.4f} vs global {base:.4f} (gain {gain:+.4f}, {margin:g} SE {margin * se:.4f})"
+
+
+def confirm_out_of_sample(nested: AutoChoice, procedure: ProcedureScore, cfg: ThresholdsConfig) -> AutoChoice:
+    """Keep the nested selection's per-class pick only if auto as a procedure beats global out of sample.
+
+    The same margin as the nested selection's (`cfg.auto_margin_se` standard errors of the paired per-row
+    difference) applies: the procedure's score is unbiased, but noisy, and global stays unless the gain is real.
+    """
+    p = procedure
+    outer = versus_global(f"F{cfg.beta:g}", p.fbeta, p.baseline, p.gain, p.standard_error, cfg)
+    if clears_margin(p.gain, p.standard_error, cfg):
+        reason = f"{nested.reason}; out of sample, auto as a procedure (its selection included): {outer}"
+        return dataclasses.replace(nested, reason=reason, procedure=p)
+    method, shrink = nested.nested_choice
+    won = versus_global(f"nested F{cfg.beta:g}", nested.candidates[method][shrink],
+                        nested.candidates[BASELINE][0.0], nested.gain, nested.standard_error, cfg)  # fmt: skip
+    reason = (f"auto chose global: {method} (shrink {shrink:g}) won the nested selection, {won}, but out of sample "
+              f"auto as a procedure (its selection included) does not beat global by more than "
+              f"{cfg.auto_margin_se:g} SE: {outer}")  # fmt: skip
+    return dataclasses.replace(nested, method=BASELINE, shrink=0.0, reason=reason, procedure=p)
 
 
 @dataclass(frozen=True)
@@ -392,18 +518,26 @@ class ThresholdFit:
 def fit_and_compare(probs: np.ndarray, labels: np.ndarray, folds: np.ndarray, cfg: ThresholdsConfig) -> ThresholdFit:
     """Fit and score `cfg.method` and every `cfg.compare_methods` (nested), and pick auto's method and shrink.
 
-    With `auto`, global is always a candidate (the baseline), each method is fitted once per part whatever the
-    number of shrinks, and the chosen (method, shrink) is the one fitted on all rows.
+    With `auto`, global is always a candidate (the baseline), each method is fitted once per set of rows whatever
+    the number of shrinks, and the chosen (method, shrink) is the one fitted on all rows. A per-class pick of the
+    nested selection stands only if auto as a procedure, scored out of sample, beats global too
+    (`score_procedure`); when the nested selection keeps global, that check could not change the answer, and its
+    fits are skipped.
     """
     check_methods(cfg)
     auto = cfg.method == AUTO
     parts = nested_parts(folds, labels, cfg)
-    methods = dict.fromkeys([*cfg.compare_methods, BASELINE] if auto else [cfg.method, *cfg.compare_methods])
-    shrinks = tuple(dict.fromkeys([0.0, cfg.shrink, *cfg.auto_shrink] if auto else [cfg.shrink]))
-    fits = {m: fit_nested(probs, labels, parts, cfg, m, shrinks) for m in methods}
+    methods = list(dict.fromkeys([*cfg.compare_methods, BASELINE] if auto else [cfg.method, *cfg.compare_methods]))
+    shrinks = tuple(dict.fromkeys([cfg.shrink, *auto_shrinks(cfg)] if auto else [cfg.shrink]))
+    cache = FitCache.of(probs, labels, cfg)
+    fits = {m: fit_nested(cache, parts, m, shrinks) for m in methods}
     reports = {m: method_report(f, probs, labels, cfg, cfg.shrink) for m, f in fits.items()}
     if not auto:
         return ThresholdFit(reports, cfg.method, cfg.method, cfg.shrink, f"thresholds.method is {cfg.method}", None)
-    choice = choose_auto(candidate_rows(fits, probs, labels, cfg), cfg)
+    rows = candidate_rows(fits, probs, labels, cfg)
+    choice = choose_auto(rows, cfg)
+    if choice.method != BASELINE:
+        procedure = score_procedure(cache, parts, methods, rows[BASELINE][0.0])
+        choice = confirm_out_of_sample(choice, procedure, cfg)
     reports[AUTO] = method_report(fits[choice.method], probs, labels, cfg, choice.shrink)
     return ThresholdFit(reports, AUTO, choice.method, choice.shrink, choice.reason, choice)

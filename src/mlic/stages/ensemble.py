@@ -16,11 +16,16 @@ from mlic.layout import (
     save_ensemble,
     unlisted_train_outputs,
 )
-from mlic.predict.ensemble import blend
+from mlic.predict.ensemble import BlendScoring, blend_parts, blend_record, choose_blend, model_shares
 
 
 def main(cfg: Config) -> None:
-    """Write `<ensemble.out_dir>/`: oof.npz (rows, folds, probs), test.npy, weights.json and config.yaml."""
+    """Write `<ensemble.out_dir>/`: oof.npz (rows, folds, probs), test.npy, weights.json, blend.json, config.yaml.
+
+    Fitted weights (weighted, per_class) blend each OOF row with weights fitted without its fold's rows (one
+    trained fold: without its nested part, `blend_parts`), so the thresholds fitted next see honest OOF; the
+    test uses the weights fitted on all rows.
+    """
     prep = load_prepared(cfg.prepare.out_dir)
     per_model = load_all_folds(cfg)
     remove_unlisted_train_outputs(cfg)
@@ -32,11 +37,18 @@ def main(cfg: Config) -> None:
     for f in next(iter(per_model.values())):
         fold_of_row[f.val_rows] = f.fold
     oofs, tests = [p[rows] for p, _ in assembled], [average_test(folds) for folds in per_model.values()]
-    weights, oof, test = blend(cfg.ensemble.method, oofs, prep.labels[rows], tests)
-    shares = {m: round(float(w), 6) for m, w in zip(per_model, weights, strict=True)}
-    save_ensemble(cfg.ensemble.out_dir, EnsemblePredictions(rows, fold_of_row[rows], oof, test), shares, cfg)
-    listed = ", ".join(f"{m} {w:.3f}" for m, w in zip(per_model, weights, strict=True))
-    print(f"ensemble ({cfg.ensemble.method}): {len(rows)} OOF rows, {len(test)} test rows; weights {listed}")
+    labels, models = prep.labels[rows], list(per_model)
+    parts = blend_parts(fold_of_row[rows], labels, cfg.thresholds)
+    choice = choose_blend(oofs, labels, parts, tests, cfg.ensemble, BlendScoring.of(cfg.thresholds))
+    shares = model_shares(choice.weights, models)
+    save_ensemble(cfg.ensemble.out_dir, EnsemblePredictions(rows, fold_of_row[rows], choice.oof, choice.test),
+                  shares, cfg, blend_record(choice, models, prep.classes))  # fmt: skip
+    listed = ", ".join(f"{m} {w:.3f}" for m, w in shares.items())
+    scores = ", ".join(f"{m} {v:.4f}" for m, v in choice.scores.items()) or "none (too few rows to nest)"
+    per_class = " (mean over classes of per-class weights)" if choice.weights.ndim == 2 else ""
+    print(f"ensemble ({choice.method}): {len(rows)} OOF rows, {len(choice.test)} test rows; "
+          f"weights {listed}{per_class}; nested F{cfg.thresholds.beta:g} {scores}")  # fmt: skip
+    print(choice.reason)
 
 
 def remove_unlisted_train_outputs(cfg: Config) -> None:

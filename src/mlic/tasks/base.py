@@ -6,8 +6,11 @@ A task owns these, and the engine, validation, `mlic predict` and `mlic export-o
   `predict_sources` are those prediction needs (a distilled student reads boxes to train, the image alone to predict);
 - `bind(run)`: the fold it trains on, before training (a distilled student gets its teacher for that fold here:
   the training side loads it, `FoldRun.teacher`, and the task checks it and builds it);
-- `phases(epochs)`: the training schedule, each phase a number of epochs, the parameters that train and an LR scale
-  (the engine calls `begin_phase(phase)` before each epoch, for a task whose loss changes with the phase);
+- `phases(epochs)`: the training schedule, each phase a number of epochs, the parameters that train, an LR scale and
+  whether it restarts the warmup + cosine schedule (the engine calls `begin_phase(phase)` before each epoch, for a
+  task whose loss changes with the phase);
+- `lr_multiplier(parameter_name)`: each parameter's multiple of the scheduled rate (a head trained from scratch beside
+  a backbone runs at the arch config's `head_lr_multiplier`), which the engine turns into parameter groups;
 - `training_step(net, batch)`: the loss, with its named parts for logging;
 - `predict_step(net, batch)`: (N, C) scores in [0, 1].
 
@@ -39,12 +42,15 @@ class Phase:
         trainable: Prefixes of the parameter names that train (`("head.",)`); None trains every parameter. Modules
             whose parameters are all frozen also stay in eval mode, so their batch-norm statistics do not move.
         lr_scale: Multiplies the scheduled learning rate during the phase.
+        restart: The phase runs its own warmup + cosine schedule over its own epochs (SRN's stages, each trained to
+            convergence); False continues the schedule of the phases before it.
     """
 
     name: str
     epochs: int
     trainable: tuple[str, ...] | None = None
     lr_scale: float = 1.0
+    restart: bool = False
 
     def trains(self, parameter_name: str) -> bool:
         """Whether the parameter called `parameter_name` trains in this phase."""
@@ -105,6 +111,7 @@ class Task:
     """
 
     sources: tuple[str, ...] = ("image",)
+    backbone_prefixes: tuple[str, ...] = ("backbone.",)  # parameters at the base rate; the rest is the head
     phase: Phase | None = None  # the phase of the epoch being trained (`begin_phase`); None outside training
 
     def __init__(self, cfg):
@@ -124,6 +131,16 @@ class Task:
     def phases(self, epochs: int) -> list[Phase]:
         """The training schedule over `train.epochs` epochs."""
         return [Phase("train", epochs)]
+
+    def lr_multiplier(self, parameter_name: str) -> float:
+        """This parameter's multiple of the scheduled learning rate: 1 in the backbone, `head_lr_multiplier` elsewhere.
+
+        The official CSRA code trains its classifier at 10 times the backbone's rate: new layers learn from scratch
+        beside a backbone that is (in the papers) pretrained. Arch configs without the key train everything at 1.
+        """
+        if parameter_name.startswith(self.backbone_prefixes):
+            return 1.0
+        return float(getattr(self.cfg, "head_lr_multiplier", 1.0))  # BackboneConfig's key; absent elsewhere
 
     def begin_phase(self, phase: Phase) -> None:
         """Called by the engine before every training epoch with the phase it belongs to (resumed runs included).

@@ -1,12 +1,13 @@
 """The training engine: optimiser, warmup + cosine schedule, phases, accumulation, clipping, EMA, early stop, resume.
 
-The engine only loops: the task (`mlic.tasks`) computes each step's loss and its parts, and its phases say which
-parameters train in each span of epochs and at which learning-rate scale. `fit` trains one model for `train.epochs`
-epochs. Every epoch is a pure function of the state at its start and of
-(train.seed, epoch): the batches, the augmentation and dropout draws are all re-seeded from those, so a run
-resumed from the checkpoint written at the end of epoch k repeats epochs k+1.. exactly as an uninterrupted
-run would. The checkpoint holds everything else that changes: weights, optimiser, scheduler, AMP scaler, EMA,
-the early-stopping record and the history of logged metrics.
+The engine only loops: the task (`mlic.tasks`) computes each step's loss and its parts, its phases say which
+parameters train in each span of epochs, at which learning-rate scale and whether the schedule restarts there, and
+its `lr_multiplier` puts each parameter in a group at its multiple of the rate (a head beside a backbone). `fit`
+trains one model for `train.epochs` epochs. Every epoch is a pure function of the state at its start and of
+(train.seed, epoch): the batches, the augmentation and dropout draws are all re-seeded from those, so a run resumed
+from the checkpoint written at the end of epoch k repeats epochs k+1.. exactly as an uninterrupted run would. The
+checkpoint holds everything else that changes: weights, optimiser, scheduler, AMP scaler, EMA, the early-stopping
+record and the history of logged metrics.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from timm.optim import param_groups_weight_decay
 from timm.utils import ModelEmaV3
 from torch import nn
 from torch.utils.data import DataLoader
@@ -140,6 +140,47 @@ class Engine:
         self.best_weights = state["best_weights"]
 
 
+def param_groups(model: nn.Module, weight_decay: float, lr: float, multiplier: Callable[[str], float]) -> list[dict]:
+    """The optimiser's parameter groups: per LR multiplier, no weight decay on biases and norms, then the rest.
+
+    The base rate (multiplier 1) comes first, so `param_groups[0]` is the rate the log reports; with every multiplier
+    1 the groups are timm's `param_groups_weight_decay`, in its order. Each group records its `lr_multiplier`.
+    """
+    groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            decays = parameter.ndim > 1 and not name.endswith(".bias")
+            groups.setdefault((float(multiplier(name)), decays), []).append(parameter)
+    order = sorted(groups, key=lambda key: (key[0] != 1.0, key[0], key[1]))
+    return [{"params": groups[(m, decays)], "weight_decay": weight_decay if decays else 0.0, "lr": lr * m,
+             "lr_multiplier": m} for m, decays in order]  # fmt: skip
+
+
+def lr_schedule(phases: list[Phase], updates_per_epoch: int, cfg: TrainConfig) -> Callable[[int], float]:
+    """The LR multiplier at each optimiser step: warmup + cosine per cycle, times the phase's `lr_scale`.
+
+    A cycle is the first phase and the phases after it up to the next that `restart`s; each cycle warms up over its
+    share of `train.warmup_epochs` (in proportion to its epochs) and decays to `min_lr_ratio` by its end. Without
+    restarts this is one warmup + cosine over the whole run. A pure function of the step, so resume is exact.
+    """
+    spans: list[tuple[int, int, float]] = []  # per epoch: first epoch of its cycle, the cycle's epochs, phase scale
+    start = 0
+    for index, phase in enumerate(phases):
+        if index and phase.restart:
+            start = len(spans)
+        spans += [(start, 0, phase.lr_scale)] * phase.epochs
+    cycle_epochs = {first: sum(1 for s in spans if s[0] == first) for first, _, _ in spans}
+    spans = [(first, cycle_epochs[first], scale) for first, _, scale in spans]
+
+    def factor(step: int) -> float:
+        first, epochs, scale = spans[min(step // updates_per_epoch, len(spans) - 1)]
+        total = updates_per_epoch * epochs
+        warmup = round(updates_per_epoch * cfg.warmup_epochs * epochs / len(spans))
+        return warmup_cosine(step - first * updates_per_epoch, warmup, total, cfg.min_lr_ratio) * scale
+
+    return factor
+
+
 def make_engine(
     model: nn.Module,
     net: nn.Module,
@@ -147,8 +188,9 @@ def make_engine(
     rt: Runtime,
     steps_per_epoch: int,
     phases: list[Phase] | None = None,
+    lr_multiplier: Callable[[str], float] | None = None,
 ) -> Engine:
-    """Optimiser (no weight decay on biases and norms), warmup + cosine schedule scaled per phase, AMP scaler, EMA.
+    """Optimiser (parameter groups per LR multiplier), warmup + cosine schedule per phase cycle, AMP scaler, EMA.
 
     Args:
         model: The model, on its device (its weights are what gets saved); every parameter trainable.
@@ -157,18 +199,13 @@ def make_engine(
         rt: The runtime (its AMP dtype decides whether a gradient scaler is needed: float16 only).
         steps_per_epoch: Batches per epoch on this process.
         phases: The task's training phases (default: one phase of `train.epochs`, every parameter).
+        lr_multiplier: Parameter name -> its multiple of `train.lr` (the task's `lr_multiplier`; default 1 for all).
     """
     phases = phases or [Phase("train", cfg.epochs)]
-    groups = param_groups_weight_decay(model, cfg.weight_decay)
+    groups = param_groups(model, cfg.weight_decay, cfg.lr, lr_multiplier or (lambda name: 1.0))
     optimizer = OPTIMIZERS.get(cfg.optimizer)(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     updates = math.ceil(steps_per_epoch / cfg.accumulate_steps)
-    total, warmup = updates * cfg.epochs, round(updates * cfg.warmup_epochs)
-    scales = [phases[phase_at(phases, epoch)].lr_scale for epoch in range(cfg.epochs)]
-
-    def lr_factor(step: int) -> float:
-        return warmup_cosine(step, warmup, total, cfg.min_lr_ratio) * scales[min(step // updates, cfg.epochs - 1)]
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(phases, updates, cfg))
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
     ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
     return Engine(model, net, optimizer, scheduler, scaler, ema, list(phases))

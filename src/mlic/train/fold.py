@@ -163,7 +163,7 @@ def build_engine(cfg: Config, resolved: ResolvedModel, task: Task, data: FoldDat
     wrapped = wrap_model(net, ctx, rt.device, t.sync_bn, find_unused=len(phases) > 1)
     if t.compile and rt.device.type == "cuda":
         wrapped = torch.compile(wrapped)
-    return make_engine(net, wrapped, t, rt, steps, phases)
+    return make_engine(net, wrapped, t, rt, steps, phases, task.lr_multiplier)
 
 
 def start_live(live_dir: Path, history: list[dict[str, float]]) -> Live:
