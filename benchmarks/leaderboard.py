@@ -17,6 +17,11 @@ Region rows: `kd_wsd` trains its WSDDN teacher on the fold's training rows (stag
 reads `cam` proposals made from the baseline row's trained fold instead of the shared `windows`, so the baseline row
 runs first (it does: rows run in registry order).
 
+The `blend` row (`--no-blend` leaves it out) blends the rows of this run that scored: members chosen on the fold's
+OOF rows by greedy forward selection (`mlic.predict.ensemble.select_models`), their trained folds linked, then
+`ensemble` (method auto), `thresholds`, `submit`, `evaluate` and `mlic score` like any row (`lb/blend.py`). It is
+ranked in the table with the rest; the `winner` is the best single row.
+
 Shared by every row and reused while their params and code are unchanged: `prepare` (images cached at
 `--image-size`, upsampled from 32 px), `hog`, `folds` and `proposals` (`<work>/upstream/<key>/`). Each row's result
 is cached as `<work>/cache/<arch>-<key>.json`, the key hashing the row's resolved params, the source files of the
@@ -26,7 +31,7 @@ this is a cache of its own rather than DVC experiments).
 
 Prints the result as JSON to stdout, and writes a markdown table (`--out`) with the JSON beside it. The parts live in
 `benchmarks/lb/`: `budgets` (what rows share), `params` (entries and params), `stages` (one stage in-process),
-`cache` (keys and stored results), `runner` (the rows) and `table` (markdown).
+`cache` (keys and stored results), `runner` (the rows), `blend` (the blend row) and `table` (markdown).
 
 The default budget (5 epochs at 64 px, fold 0 of 4: 12,000 training and 4,000 OOF rows, 4,000 test rows) was sized
 on 2 idle CPU cores from `benchmarks/train.py`-style throughput at 64 px, resnet10t, batch 64 (training / eval
@@ -53,6 +58,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
+from lb.blend import BLEND, blend_row
 from lb.budgets import BUDGETS, budget_train_keys
 from lb.params import budget, select_archs
 from lb.runner import data_summary, leaderboard_row, machine, now, run_upstream, upstream_params
@@ -82,6 +88,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--solution", type=Path, help="true test labels (default: <data-root>/solution.csv)")
     p.add_argument("--work", type=Path, help="work folder and caches (default: benchmarks/results/cache[-<budget>])")
     p.add_argument("--out", type=Path, help="markdown table; .json beside it (default: the budget's)")
+    p.add_argument("--no-blend", dest="blend", action="store_false", help="leave out the blend row (lb/blend.py)")
     args = p.parse_args(argv)
     chosen = BUDGETS[args.budget]
     for name in ("epochs", "backbone", "image_size", "n_splits", "limit", "archs"):
@@ -108,11 +115,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     with working_dir(args.work):
         upstream, shared = upstream_params(base, args)
         shared_run = run_upstream(upstream, shared, args)
-        rows = sort_rows([leaderboard_row(arch, base, shared, args) for arch in archs])
+        rows = [leaderboard_row(arch, base, shared, args) for arch in archs]
+        blend = blend_row(rows, shared, args) if args.blend else None
+        rows = sort_rows(rows + ([blend] if blend else []))
         data = data_summary(shared, args)
+    singles = [r for r in rows if r["status"] == "ok" and r["arch"] != BLEND]
     result = {"command": command, "date": now(), "machine": machine(), "data": data, "budget": budget(shared, args),
               "upstream": shared_run | {"folder": str(args.work / upstream)}, "rows": rows,
-              "winner": next((r["arch"] for r in rows if r["status"] == "ok"), None)}  # fmt: skip
+              "winner": singles[0]["arch"] if singles else None}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(markdown(result))
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")

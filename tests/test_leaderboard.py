@@ -65,6 +65,7 @@ def test_the_spatial_budget_dilates_every_backbone_to_an_8_by_8_map(lb):
     assert args.archs == ("baseline", "hourglass", "csra", "ml_decoder", "srn", "cnn_rnn")
     assert (args.epochs, args.image_size, args.output_stride, args.n_splits) == (5, 64, 8, 4)
     assert args.out.name == "leaderboard_spatial.md" and args.work.name == "cache-spatial"
+    assert args.train_keys == {"tta": "flips"}  # 3 views, not the dihedral 8: the evaluation fits the 2 hours
     models = yaml.safe_load((REPO / "params.yaml").read_text())["models"]
     for arch in args.archs:
         entry = lb.params.arch_entry(arch, models, args.backbone, args.epochs, args.output_stride, args.image_size)
@@ -99,11 +100,23 @@ def test_the_gpu_budget_runs_at_a_tiny_size_on_the_cpu(lb, tmp_path):
     result = lb.main(["--budget", "gpu", "--archs", "baseline", "csra", "--epochs", "1", "--limit", "200",
                       "--image-size", "32", "--data-root", str(root), "--work", str(tmp_path / "work"),
                       "--out", str(out)])  # fmt: skip
-    assert [r["status"] for r in result["rows"]] == ["ok", "ok"]
+    singles, [blend] = (
+        [r for r in result["rows"] if r["arch"] != "blend"],
+        [r for r in result["rows"] if r["arch"] == "blend"],
+    )
+    assert [r["status"] for r in singles] == ["ok", "ok"]
     assert result["budget"]["name"] == "gpu" and result["budget"]["backbone"] == "resnet50"
     assert result["budget"]["train_keys"]["amp"] is True
-    assert all(r["entry"]["backbone"] == "resnet50" for r in result["rows"])
+    assert all(r["entry"]["backbone"] == "resnet50" for r in singles)
     assert "| 1 |" in out.read_text()
+    # the blend row: members chosen on OOF among both rows, their folds linked (not retrained), scored on the test
+    assert blend["status"] == "ok" and set(blend["candidates"]) == {"baseline", "csra"}
+    assert set(blend["members"]) <= {"baseline", "csra"} and 0 <= blend["test_f2"] <= 1
+    assert blend["ensemble"]["method"] in {"mean", "geometric", "weighted", "per_class"}
+    assert result["winner"] in {"baseline", "csra"}  # the best single row, never the blend
+    linked = tmp_path / "work" / "rows" / "blend" / "train" / blend["members"][0]
+    assert linked.is_symlink() and (linked / "fold_0" / "oof.npz").is_file()
+    assert "**Blend** (" in out.read_text() and "against the best single row" in out.read_text()
 
 
 @pytest.mark.slow  # two runs of the benchmark's stages on the sample: 2-3 s
@@ -148,6 +161,44 @@ def test_row_code_is_the_stages_and_its_own_arch_only(lb):
     assert "mlic.models.baseline" in base and "mlic.models.baseline" not in hog
     assert not any(m == "mlic.models.hourglass" for m in [*hog, *base])
     assert {"mlic.stages.train", "mlic.stages.thresholds", "mlic.tools"} <= set(hog) & set(base)
+
+
+def test_the_blend_row_is_ranked_but_the_winner_is_the_best_single_row(lb):
+    """The blend sits in the table by its test F2, named by its method and members; the verdict's winner is a single
+    row, and the blend line gives its gain over that row (negative when it loses)."""
+    one = {"arch": "baseline", "status": "ok", "test_f2": 0.88, "threshold_method": "global"}
+    two = one | {"arch": "csra", "test_f2": 0.87}
+    members = ["baseline", "csra"]
+    blend = one | {"arch": "blend", "test_f2": 0.885, "members": members, "candidates": members,
+                   "selection": "every model added",
+                   "ensemble": {"method": "per_class", "reason": "per_class won"}}  # fmt: skip
+    rows = lb.table.sort_rows([one, two, blend])
+    assert [r["arch"] for r in rows] == ["blend", "baseline", "csra"]
+    table, verdict = lb.table.table_lines(rows), lb.table.verdict_lines(rows)
+    assert "| 1 | **blend (per_class of baseline + csra)** |" in table[2]
+    assert verdict[0].startswith("**Winner: baseline**, test F2 0.8800, 0.0100 ahead of csra")
+    assert "test F2 0.8850, +0.0050 against the best single row (baseline)" in verdict[-1]
+    worse = lb.table.verdict_lines(lb.table.sort_rows([one, two, blend | {"test_f2": 0.86}]))
+    assert "-0.0200 against the best single row (baseline)" in worse[-1]
+    failed = {"arch": "blend", "status": "failed", "error": "ValueError: no folds"}
+    assert "**Failed** (no score): blend: ValueError: no folds" in lb.table.verdict_lines([one, failed])
+
+
+def test_the_blend_row_needs_two_rows_with_their_trained_folds(lb, tmp_path, monkeypatch):
+    """Rows whose fold predictions are gone (or that failed) are no candidates; fewer than 2 leaves the row out."""
+    blend = importlib.import_module("lb.blend")
+    monkeypatch.chdir(tmp_path)
+    shared = yaml.safe_load((REPO / "params.yaml").read_text())
+    rows = [{"arch": a, "status": "ok", "entry": {"arch": a}} for a in ("baseline", "csra")]
+    rows.append({"arch": "srn", "status": "failed"})
+    fold = tmp_path / "rows" / "baseline" / "train" / "baseline" / "fold_0"
+    fold.mkdir(parents=True)
+    (fold / "oof.npz").write_bytes(b"")
+    assert blend.member_dirs(rows, shared) == {"baseline": Path("rows/baseline/train/baseline/fold_0")}
+    assert blend.blend_row(rows, shared, SimpleNamespace()) is None
+    blend.link_members(Path("rows/blend"), blend.member_dirs(rows, shared))
+    link = Path("rows/blend/train/baseline")
+    assert link.is_symlink() and not Path(str(link.readlink())).is_absolute() and (link / "fold_0").is_dir()
 
 
 def test_a_decoding_row_gets_its_sets_tabled_beside_its_thresholds(lb):

@@ -84,6 +84,7 @@ BUDGETS: dict[str, Budget] = {
         backbone="resnet10t",
         archs=SPATIAL_ROWS,
         output_stride=8,
+        train={"tta": "flips"},
         table="leaderboard_spatial.md",
     ),  # fmt: skip
     "gpu": Budget(

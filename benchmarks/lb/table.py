@@ -44,6 +44,8 @@ def table_lines(rows: list[dict]) -> list[str]:
              "| params | head params | train s | train img/s |", "|" + "---|" * 13]  # fmt: skip
     for rank, r in enumerate(rows, 1):
         name = f"{r['arch']}" + (" (cached)" if r.get("cached") else "")
+        if r.get("members"):
+            name += f" ({r['ensemble']['method']} of {' + '.join(r['members'])})"
         if r["status"] != "ok":
             lines.append(f"| - | {name} | failed |" + " - |" * 10)
             continue
@@ -56,7 +58,9 @@ def table_lines(rows: list[dict]) -> list[str]:
 
 
 def verdict_lines(rows: list[dict]) -> list[str]:
-    """Which row wins, and every other row listed plainly as behind it (or failed)."""
+    """Which single row wins, every other listed plainly as behind it (or failed), and the blend against the winner."""
+    blends = [r for r in rows if r["arch"] == "blend"]
+    rows = [r for r in rows if r["arch"] != "blend"]
     ok, failed = [r for r in rows if r["status"] == "ok"], [r for r in rows if r["status"] != "ok"]
     lines = []
     if ok:
@@ -66,8 +70,14 @@ def verdict_lines(rows: list[dict]) -> list[str]:
         behind = [f"{r['arch']} ({r['test_f2']:.4f}, {r['test_f2'] - win['test_f2']:+.4f})" for r in ok[1:]]
         if behind:
             lines.append(f"**Losers**, best first: {', '.join(behind)}.")
-    for r in failed:
+    for r in failed + [b for b in blends if b["status"] != "ok"]:
         lines.append(f"**Failed** (no score): {r['arch']}: {r['error'].splitlines()[0]}")
+    for b in (b for b in blends if b["status"] == "ok" and ok):
+        gain = b["test_f2"] - ok[0]["test_f2"]
+        lines.append(f"**Blend** ({b['ensemble']['method']} of {', '.join(b['members'])}, chosen on OOF from "
+                     f"{len(b['candidates'])} rows): test F2 {b['test_f2']:.4f}, {gain:+.4f} "
+                     f"against the best single row ({ok[0]['arch']}). Selection: {b['selection']}. Ensemble: "
+                     f"{b['ensemble']['reason']}")  # fmt: skip
     return lines
 
 
@@ -79,7 +89,8 @@ NOTES = (
     "`mlic evaluate`. Params: the network's; head params: those outside its `backbone` submodule. Train s: the fit "
     "(the epochs with their validation passes, without the TTA prediction after them); train img/s: training images "
     "per second of it. A row marked (cached) reused the stored result of the same params and code; its timings are "
-    "from its own run."
+    "from its own run. The blend row: the members chosen on OOF by forward selection of their mean, blended by "
+    "`ensemble.method: auto`; its params are the members' together, and it trains nothing."
 )
 
 
