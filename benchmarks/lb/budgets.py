@@ -4,8 +4,8 @@
 its values (a smoke run of a budget). Each budget writes its own table and keeps its own work folder.
 
 - `default`: 5 epochs at 64 px (upsampled from the 32 px chips), resnet10t from scratch, fold 0 of 4 (12,000
-  training and 4,000 OOF rows), every registered architecture: about an hour on 2 CPU cores (`benchmarks/leaderboard.py`
-  says how it was sized). The last feature map is 2 x 2.
+  training and 4,000 OOF rows), every registered architecture: 107 minutes for its 13 rows and the blend on 2 CPU cores
+  (2026-12-04; `benchmarks/leaderboard.py` says how it was sized). The last feature map is 2 x 2.
 - `spatial`: the same data and epochs, with the backbone dilated to `output_stride` 8, so that its last map is 8 x 8
   at 64 px, for the heads that attend over positions: baseline, hourglass, csra, ml_decoder, srn and cnn_rnn.
   Measured on 2 cores (resnet10t, batch 64, forward + backward): 319 images/s at 64 px undilated, 133 at
