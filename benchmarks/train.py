@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from mlic.config import ModelEntry, TrainConfig
-from mlic.loop.batches import CachedSamples, seed_worker
-from mlic.loop.runtime import make_runtime
+from mlic.loop.batches import CachedSamples
+from mlic.loop.runtime import loader_options, make_runtime
 from mlic.models.registry import ModelDims, get_arch, resolve_entry
 from mlic.train.augment import create_augmentation
 from mlic.train.engine import make_engine, run_epoch
@@ -47,7 +47,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=20, help="timed optimizer steps")
     p.add_argument("--warmup-steps", type=int, default=3)
-    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--num-workers", default="auto", help="data-loader processes, or auto (train.num_workers)")
     p.add_argument("--pipeline", choices=["on", "off", "both"], default="both")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--no-amp", action="store_true")
@@ -58,7 +58,8 @@ def parse_args() -> argparse.Namespace:
 
 def train_config(args: argparse.Namespace, epochs: int = 2) -> TrainConfig:
     return TrainConfig(
-        epochs=epochs, warmup_epochs=0, batch_size=args.batch_size, num_workers=args.num_workers, device=args.device,
+        epochs=epochs, warmup_epochs=0, batch_size=args.batch_size, device=args.device,
+        num_workers=args.num_workers if args.num_workers == "auto" else int(args.num_workers),
         amp=not args.no_amp, channels_last=not args.no_channels_last, compile=args.compile, augment="satellite",
     )  # fmt: skip
 
@@ -71,8 +72,7 @@ def real_loader(args: argparse.Namespace, cfg: TrainConfig, n_batches: int) -> t
     labels = (rng.random((n, NUM_CLASSES)) < 0.2).astype(np.uint8)
     transform = create_augmentation(cfg.augment, args.image_size, 0)
     dataset = CachedSamples({"image": images}, np.arange(n), np.zeros(n, dtype=int), labels, transform)
-    common = {"num_workers": cfg.num_workers, "pin_memory": torch.cuda.is_available()}
-    return make_train_loader(dataset, labels, cfg, worker_init_fn=seed_worker, persistent_workers=False, **common)
+    return make_train_loader(dataset, labels, cfg, **loader_options(cfg))
 
 
 def device_batches(args: argparse.Namespace, n_batches: int, device: torch.device) -> list[dict]:

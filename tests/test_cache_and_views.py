@@ -73,3 +73,55 @@ def test_predict_cuts_the_crops_prepare_cached_whatever_the_file_order(sample_co
     views = decode_views(paths[::-1], prep, workers=2)[::-1]
     np.testing.assert_array_equal(np.stack(views), cache)
     assert not np.array_equal(cache[:, 1], cache[:, 2])  # the two crops of an image differ
+
+
+def test_a_crop_source_cache_serves_the_same_views_from_less_disk(sample_competition, tmp_path):
+    """`prepare.crop_store: source`: plain views, crop sources and offsets on disk; crops cut when read (`CropViews`).
+
+    Every view is the very bytes of the six-view cache, and HOG, channel statistics and training samples read it.
+    """
+    from mlic.config import HogConfig
+    from mlic.data.images import build_crop_source_cache
+    from mlic.features.hog import hog_of_views
+    from mlic.layout import CropViews
+
+    paths = sorted((sample_competition / "train-jpg").glob("*.jpg"))[:12]
+    build_image_cache(paths, 32, tmp_path / "views.npy", crops=3, crop_scale=0.75, seed=3)
+    files = (tmp_path / "plain.npy", tmp_path / "sources.npy", tmp_path / "offsets.npy")
+    build_crop_source_cache(paths, 32, files, workers=2, crops=3, crop_scale=0.75, seed=3)
+    cached = open_image_cache(tmp_path / "views.npy")
+    views = CropViews(*(np.load(f, mmap_mode="r") for f in files))
+    assert views.shape == cached.shape and len(views) == 12
+    stored = sum(f.stat().st_size for f in files)
+    assert stored < 0.8 * tmp_path.joinpath("views.npy").stat().st_size  # (32^2 + 43^2) against 4 x 32^2 pixels
+    np.testing.assert_array_equal(np.asarray(views), cached)
+    np.testing.assert_array_equal(views[[2, 5], 1], cached[[2, 5], 1])
+    np.testing.assert_array_equal(views[4, 2], cached[4, 2])
+    np.testing.assert_array_equal(views[3:5, 1:3], cached[3:5, 1:3])
+    np.testing.assert_array_equal(views.reshape(-1, 32, 32, 3)[5:9], cached.reshape(-1, 32, 32, 3)[5:9])
+    hog = HogConfig(image_size=32, num_workers=1)
+    np.testing.assert_array_equal(hog_of_views(views, hog), hog_of_views(cached, hog))
+    assert channel_stats(views) == channel_stats(cached)
+    item = CachedSamples({"image": views}, *expand_views(np.arange(12), 4))[9]  # row 2, crop 1
+    assert torch.equal(item["image"], torch.from_numpy(cached[2, 1].transpose(2, 0, 1).copy()))
+
+
+def test_prepare_with_a_crop_source_cache_gives_what_the_views_cache_gives(sample_competition, tmp_path):
+    """The stage: `crop_store: source` writes no images files, yet `load_prepared` serves the same views and stats."""
+    import json
+
+    from mlic.config import config_from_dict
+    from mlic.layout import CropViews, load_prepared
+    from mlic.stages import prepare
+
+    prepared = {}
+    for store in ("views", "source"):
+        out = tmp_path / store
+        prepare_keys = {"out_dir": str(out), "image_size": 32, "crop_views": 2, "crop_store": store}
+        prepare.main(config_from_dict({"data": {"root": str(sample_competition)}, "prepare": prepare_keys}))
+        prepared[store] = (load_prepared(out), json.loads((out / "stats.json").read_text()))
+    (views, views_stats), (source, source_stats) = prepared["views"], prepared["source"]
+    assert isinstance(source.train_images, CropViews) and not (tmp_path / "source" / "train_images.npy").exists()
+    np.testing.assert_array_equal(np.asarray(source.train_images), views.train_images)
+    np.testing.assert_array_equal(np.asarray(source.test_images), views.test_images)
+    assert source_stats == views_stats

@@ -11,7 +11,7 @@ from overfit import OVERFIT_LABELS, assert_bf16_training_finite, squares_batch
 from torch import nn
 
 from mlic.errors import ConfigError
-from mlic.models.beam_search import BestPaths, beam_search, search_done
+from mlic.models.beam_search import BestPaths, DoneFlags, beam_search, search_done
 from mlic.models.cnn_rnn import sequence_loss
 from mlic.tasks.order_free import leave_pool, pick_targets
 
@@ -253,6 +253,33 @@ def test_batched_search_is_each_images_search_and_stops_by_the_rule(beam):
         assert len(alone_calls) == taken, i
         assert alone.tokens[0].tolist() == path, i
         assert torch.equal(alone.tokens[0], batched.tokens[i]) and torch.equal(alone.log_probs[0], batched.log_probs[i])
+
+
+class LateFlags(DoneFlags):
+    """Stop flags read `lag` steps late, as on a GPU whose copies land after the host has queued more steps."""
+
+    lag = 2
+
+    def push(self, step: int, flag: torch.Tensor) -> int | None:
+        self.pending.append((step, bool(flag), None))
+        if len(self.pending) > self.lag:
+            done_step, done, _ = self.pending.popleft()
+            if done:
+                return done_step
+        return None
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_a_stop_flag_read_late_returns_the_paths_of_the_step_that_stopped(beam, monkeypatch):
+    """`DoneFlags` on CUDA reads each step's flag without waiting: the search runs on, then returns what it had."""
+    c, steps = 4, 6
+    tables = random_tables(5, steps, c, seed=40 + beam)
+    tables[..., c] += 1.0  # END likely: the search stops well before the last step
+    prompt, calls = search(tables, beam)
+    monkeypatch.setattr("mlic.models.beam_search.DoneFlags", LateFlags)
+    late, late_calls = search(tables, beam)
+    assert len(calls) < steps and len(late_calls) == min(steps, len(calls) + LateFlags.lag)
+    assert torch.equal(late.tokens, prompt.tokens) and torch.equal(late.log_probs, prompt.log_probs)
 
 
 def test_the_last_step_only_ends_the_path():

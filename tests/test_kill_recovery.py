@@ -37,17 +37,17 @@ def stall():
     marker.touch()
     time.sleep(600)
 
-decoded, file_views, save_hog = [0], mlic.data.images.file_views, mlic.stages.hog.save_hog
+decoded, file_views, save_hog_stats = [0], mlic.data.images.file_views, mlic.stages.hog.save_hog_stats
 def half_way_through_the_cache(*args, **kwargs):  # prepare: the train cache's rows 0-19 are written, 20- are not
     decoded[0] += 1
     if decoded[0] == 21:
         stall()
     return file_views(*args, **kwargs)
 def after_the_arrays(*args, **kwargs):  # hog: the arrays are in the temp folder, its config is not yet
-    save_hog(*args, **kwargs)
+    save_hog_stats(*args, **kwargs)
     stall()
 mlic.data.images.file_views = half_way_through_the_cache
-mlic.stages.hog.save_hog = after_the_arrays
+mlic.stages.hog.save_hog_stats = after_the_arrays
 from mlic.cli import main
 sys.exit(main([stage]))
 """

@@ -1,6 +1,10 @@
 """Every registry entry gets exercised: a tiny forward and backward pass for models, a call for the rest."""
 
 import dataclasses
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
@@ -12,6 +16,7 @@ from mlic.config import DataConfig, ModelEntry, ThresholdsConfig, TrainConfig, c
 from mlic.data.competitions import COMPETITIONS
 from mlic.data.submission import read_submission
 from mlic.errors import ConfigError
+from mlic.loop.runtime import make_runtime
 from mlic.loop.tta import TTA_VIEWS, tta_views
 from mlic.models.kd_wsd import student_archs
 from mlic.models.registry import discover_archs, get_arch, resolve_entry
@@ -19,7 +24,7 @@ from mlic.predict.threshold_fitting import THRESHOLD_METHODS, fit_thresholds
 from mlic.sources import SOURCES, SourceData
 from mlic.tasks.losses import LOSSES, create_loss
 from mlic.train.augment import AUGMENTATIONS, create_augmentation
-from mlic.train.engine import OPTIMIZERS
+from mlic.train.engine import OPTIMIZERS, make_engine, run_epoch
 from mlic.train.sampling import SAMPLERS, make_train_loader
 
 NUM_CLASSES = 5
@@ -267,3 +272,69 @@ def test_oversampling_needs_the_stratified_sampler():
     with pytest.raises(ConfigError, match="oversample_power"):
         make_train_loader(torch.utils.data.TensorDataset(torch.arange(4)), np.ones((4, 2)),
                           TrainConfig(oversample_power=0.5, batch_size=2))  # fmt: skip
+
+
+# What makes the host wait for the device when called on a CUDA tensor
+HOST_READS = ("item", "cpu", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__")
+
+
+@contextmanager
+def counting_host_reads() -> Iterator[list[str]]:
+    """Count calls of `HOST_READS` on tensors inside the block, each as `name file:line` of its caller.
+
+    torch.optim's own reads are left out: they read step counters that live on the host.
+    """
+    calls: list[str] = []
+    saved = {name: torch.Tensor.__dict__.get(name) for name in HOST_READS}
+
+    def counted(name: str, method):
+        def wrapper(self, *args, **kwargs):
+            caller = sys._getframe(1)
+            if f"torch{os.sep}optim" not in caller.f_code.co_filename:
+                calls.append(f"{name} {caller.f_code.co_filename}:{caller.f_lineno}")
+            return method(self, *args, **kwargs)
+
+        return wrapper
+
+    for name in HOST_READS:
+        setattr(torch.Tensor, name, counted(name, getattr(torch.Tensor, name)))
+    try:
+        yield calls
+    finally:
+        for name, method in saved.items():
+            if method is None:
+                delattr(torch.Tensor, name)
+            else:
+                setattr(torch.Tensor, name, method)
+
+
+def host_reads_of_an_epoch(name: str, steps: int) -> list[str]:
+    """The host reads of one training epoch of `steps` batches of the tiny `name` (losses read at the end only)."""
+    model, task = arch_model(name, NUM_CLASSES, {"image": 3, "hog": HOG_DIM}, **tiny_options(name))
+    if hasattr(task, "attach_teacher"):
+        teacher, _ = arch_model(task.cfg.teacher.arch, NUM_CLASSES, **task.cfg.teacher.options)
+        task.attach_teacher(teacher)
+    task.setup(TARGET.numpy())
+    cfg = TrainConfig(epochs=10, warmup_epochs=0, batch_size=4, device="cpu", log_every=0)  # SRN: its 4 phases
+    stats = {"image": {"mean": torch.full((3,), 0.5), "std": torch.full((3,), 0.25)},
+             "hog": {"mean": torch.zeros(HOG_DIM), "std": torch.ones(HOG_DIM)},
+             "boxes": {"mean": torch.zeros(5), "std": torch.ones(5)}}  # fmt: skip
+    rt = make_runtime(cfg, {k: stats[k] for k in task.sources})
+    image = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    batch = {**{k: BATCH[k] for k in task.sources if k != "image"}, "target": TARGET}
+    loader = [batch | ({"image": image} if "image" in task.sources else {})] * steps
+    engine = make_engine(model, model, cfg, rt, steps, task.phases(cfg.epochs), task.lr_multiplier)
+    with counting_host_reads() as calls:
+        run_epoch(engine, loader, task, cfg, rt)
+    return calls
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("name", discover_archs())
+def test_every_architecture_trains_without_a_host_read_per_step(name):
+    """No `.item()`, `.cpu()` or the like per training step: on a GPU each would drain the queue (issue 27).
+
+    An epoch of 4 steps reads the device as often as one of 2: the losses once at its end, nothing per step.
+    """
+    short, long = host_reads_of_an_epoch(name, 2), host_reads_of_an_epoch(name, 4)
+    assert len(long) == len(short) <= 2, "\n".join(long)

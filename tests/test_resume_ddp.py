@@ -24,13 +24,15 @@ KILLER = """
 import os, signal, sys
 from pathlib import Path
 import mlic.loop.batches
+import torch.utils.data
 checkpoint, kill_after, fetched = Path(sys.argv[1]), int(sys.argv[2]), [0]
 original = mlic.loop.batches.CachedSamples.__getitem__
 def getitem(self, i):
     if self.transform is not None and checkpoint.is_file():  # a training sample, after epoch 1's checkpoint
         fetched[0] += 1
-        if fetched[0] == kill_after:
-            os.kill(os.getpid(), signal.SIGKILL)
+        if fetched[0] == kill_after:  # the training process itself, also when a loader worker fetches
+            worker = torch.utils.data.get_worker_info() is not None
+            os.kill(os.getppid() if worker else os.getpid(), signal.SIGKILL)
     return original(self, i)
 mlic.loop.batches.CachedSamples.__getitem__ = getitem
 from mlic.cli import main

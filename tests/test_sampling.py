@@ -14,6 +14,7 @@ from mlic.train.sampling import (
     ShardedBatchSampler,
     StratifiedBatchSampler,
     batch_label_deviation,
+    make_train_loader,
     random_batches,
     reference_batches,
 )
@@ -153,3 +154,71 @@ def test_sharded_batches_split_every_global_batch_between_processes():
             sampler.set_epoch(2)
         for batch, half0, half1 in zip(whole, *shards, strict=True):
             assert sorted(half0 + half1) == sorted(batch) and len(half0) == len(half1) == 4
+
+
+def seeded_images(num_workers: int, rank: int = 0, world_size: int = 1, epoch: int = 1) -> list[torch.Tensor]:
+    """One epoch of augmented training images through `make_train_loader`, as one process of `world_size` sees it."""
+    from mlic.config import TrainConfig
+    from mlic.loop.batches import CachedSamples
+    from mlic.loop.runtime import loader_options
+    from mlic.train.augment import create_augmentation
+
+    rng = np.random.default_rng(0)
+    n = 24
+    images = rng.integers(0, 256, (n, 1, 16, 16, 3), dtype=np.uint8)
+    labels = (rng.random((n, 4)) < 0.4).astype(np.uint8)
+    cfg = TrainConfig(batch_size=8, seed=3, num_workers=num_workers, prefetch_factor=2)
+    transform = create_augmentation("satellite", 16, cfg.seed)
+    dataset = CachedSamples({"image": images}, np.arange(n), np.zeros(n, dtype=int), labels, transform)
+    loader = make_train_loader(dataset, labels, cfg, rank, world_size, **loader_options(cfg))
+    loader.batch_sampler.set_epoch(epoch)
+    return [batch["image"] for batch in loader]
+
+
+def test_augmentation_is_the_same_whatever_the_workers_or_ranks():
+    """Each item carries its own augmentation seed (SeededBatchSampler), drawn before DDP slices the batches.
+
+    So 0 or 2 loader workers, and one process or two, see the same augmented images; another epoch sees others.
+    """
+    alone = seeded_images(num_workers=0)
+    assert all(torch.equal(a, b) for a, b in zip(alone, seeded_images(num_workers=2), strict=True))
+    ranks = [seeded_images(num_workers=0, rank=r, world_size=2) for r in (0, 1)]
+    for batch, first, second in zip(alone, *ranks, strict=True):
+        assert torch.equal(batch[0::2], first) and torch.equal(batch[1::2], second)
+    assert not torch.equal(alone[0], seeded_images(num_workers=0, epoch=2)[0])
+
+
+FORK_AFTER_OPENCV_THREADS = """
+import cv2, numpy as np
+from mlic.config import TrainConfig
+from mlic.loop.batches import CachedSamples
+from mlic.loop.runtime import loader_options
+from mlic.train.augment import create_augmentation
+from mlic.train.sampling import make_train_loader
+
+cv2.setNumThreads(2)
+big = np.zeros((2048, 2048, 3), np.uint8)
+for _ in range(20):  # OpenCV's thread pool is started, its threads wait on its condition variables
+    cv2.warpAffine(big, np.float32([[1, 0.1, 3], [0.1, 1, 2]]), (2048, 2048))
+    cv2.resize(big, (1500, 1500))
+n = 16
+images = np.zeros((n, 1, 64, 64, 3), np.uint8)
+labels = np.eye(n, 4, dtype=np.uint8)
+cfg = TrainConfig(batch_size=8, num_workers=1, prefetch_factor=2)
+dataset = CachedSamples({"image": images}, np.arange(n), np.zeros(n, dtype=int), labels,
+                        create_augmentation("satellite", 64, cfg.seed))
+loader = make_train_loader(dataset, labels, cfg, **loader_options(cfg), timeout=60)
+print(sum(len(batch["image"]) for batch in loader))
+"""
+
+
+@pytest.mark.slow
+def test_loader_workers_start_after_opencv_used_its_threads():
+    """A forked worker must not touch the OpenCV thread pool it inherited: its threads are not there, and
+    reconfiguring it waited forever on their condition variable (seen in benchmarks/loader.py at 384 px)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", FORK_AFTER_OPENCV_THREADS], capture_output=True, text=True,
+                          timeout=240)  # fmt: skip
+    assert done.returncode == 0 and done.stdout.split()[-1] == "16", done.stderr[-2000:]

@@ -35,16 +35,10 @@ search), so six rows come to about 6 x 63 x 1.25 = 470 s, and the shared stages 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 SPATIAL_ROWS = ("baseline", "hourglass", "csra", "ml_decoder", "srn", "cnn_rnn")
-
-
-def loader_workers() -> int:
-    """Data-loader processes for this box: all cores but two for the main process and the GPU feeder, 2 to 8."""
-    return max(2, min(8, (os.cpu_count() or 2) - 2))
 
 
 @dataclass(frozen=True)
@@ -60,7 +54,6 @@ class Budget:
         limit: Training rows sampled (seeded) from the data (None: all).
         output_stride: Every backbone's `output_stride` (8 or 16 dilate the last stages).
         train: Keys over the `train` section (precision, memory format, TTA).
-        box_workers: Set `train.num_workers` for the machine that runs it (`loader_workers`).
         table: The markdown table's file name under benchmarks/results/ (the JSON goes beside it).
     """
 
@@ -72,7 +65,6 @@ class Budget:
     limit: int | None = None
     output_stride: int = 32
     train: dict[str, Any] = field(default_factory=dict)
-    box_workers: bool = False
     table: str = "leaderboard.md"
 
 
@@ -93,13 +85,12 @@ BUDGETS: dict[str, Budget] = {
         backbone="resnet50",
         archs=SPATIAL_ROWS,
         limit=12_000,
-        train={"amp": True, "channels_last": True, "compile": False, "device": "auto"},
-        box_workers=True,
+        train={"amp": True, "channels_last": True, "compile": False, "device": "auto", "num_workers": "auto"},
         table="leaderboard_gpu.md",
     ),  # fmt: skip
 }
 
 
 def budget_train_keys(budget: Budget) -> dict[str, Any]:
-    """The budget's keys over the `train` section, with the loader workers for this box where it asks for them."""
-    return dict(budget.train) | ({"num_workers": loader_workers()} if budget.box_workers else {})
+    """The budget's keys over the `train` section (`num_workers: auto` sizes the loader for the box it runs on)."""
+    return dict(budget.train)

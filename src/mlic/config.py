@@ -127,6 +127,7 @@ class PrepareConfig:
     skip_bad_rows: bool = False  # drop training rows with problems (reported) instead of refusing the dataset
     crop_views: int = 0  # extra random crops cached per image (iMet study: 5), beside the plain resize
     crop_scale: float = 0.875  # crop side / side of the resized source the crops come from (224 / 256)
+    crop_store: str = "views"  # views: cache every view; source: cache the crops' source, cut the views when read
     seed: int = 0  # crop positions
     max_pixels: int = 40_000_000  # larger images are refused from their header, before decoding (bomb guard)
 
@@ -139,6 +140,9 @@ class PrepareConfig:
             invalid("prepare.crop_views", f"must be >= 0, got {self.crop_views}")
         if not 0.1 <= self.crop_scale <= 1.0:
             invalid("prepare.crop_scale", f"must be in [0.1, 1], got {self.crop_scale}")
+        if self.crop_store not in ("views", "source"):
+            invalid("prepare.crop_store", f"must be views or source, got {self.crop_store!r}",
+                    "source keeps (1 / crop_scale)^2 views' pixels per image instead of 1 + crop_views")  # fmt: skip
         if self.num_workers < 1:
             invalid("prepare.num_workers", f"must be >= 1, got {self.num_workers}")
 
@@ -290,7 +294,9 @@ class TrainConfig:
     sync_bn: bool = True  # multi-GPU (torchrun) only: synchronise batch-norm statistics across GPUs
     device: str = "auto"
     nproc_per_node: int = 1  # > 1: the train stage relaunches itself under torchrun with this many processes (DDP)
-    num_workers: int = 0
+    num_workers: int | str = "auto"  # data-loader processes; auto: the cores this process may use, less one, <= 16
+    prefetch_factor: int = 4  # batches each loader worker prepares ahead
+    log_every: int = 50  # read the losses from the device every N steps (0: once per epoch); NaN stops at the read
     seed: int = 42
 
     def __post_init__(self):
@@ -320,6 +326,13 @@ class TrainConfig:
             invalid("train.accumulate_steps", f"must be >= 1, got {self.accumulate_steps}")
         if not 0 <= self.ema_decay < 1:
             invalid("train.ema_decay", f"must be in [0, 1), got {self.ema_decay}", "0.999 is typical; 0 turns EMA off")
+        if self.num_workers != "auto" and (isinstance(self.num_workers, str) or self.num_workers < 0):
+            invalid("train.num_workers", f"must be auto or an integer >= 0, got {self.num_workers!r}",
+                    "auto: the cores this process may use, less one for the training loop, at most 16")  # fmt: skip
+        if self.prefetch_factor < 1:
+            invalid("train.prefetch_factor", f"must be >= 1, got {self.prefetch_factor}")
+        if self.log_every < 0:
+            invalid("train.log_every", f"must be >= 0 (0: once per epoch), got {self.log_every}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             invalid("train.device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 

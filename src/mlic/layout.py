@@ -30,6 +30,7 @@ TEST_INDEX = "test.csv"
 LABELS_FILE = "labels.npz"
 TRAIN_IMAGES = "train_images.npy"
 TEST_IMAGES = "test_images.npy"
+CROP_FILES = ("{split}_plain_views.npy", "{split}_crop_sources.npy", "{split}_crop_offsets.npy")  # crop_store: source
 PREPARE_STATS = "stats.json"
 
 # --- hog ------------------------------------------------------------------------------------------------------
@@ -97,9 +98,9 @@ class Prepared:
     classes: list[str]
     train_ids: list[str]
     labels: np.ndarray
-    train_images: np.ndarray
+    train_images: np.ndarray | CropViews
     test_ids: list[str]
-    test_images: np.ndarray
+    test_images: np.ndarray | CropViews
     mean: list[float]
     std: list[float]
 
@@ -119,9 +120,84 @@ def image_cache_files(out: Path) -> tuple[Path, Path]:
     return out / TRAIN_IMAGES, out / TEST_IMAGES
 
 
+def crop_source_files(out: Path, split: str) -> tuple[Path, Path, Path]:
+    """One split's plain views, crop sources and crop offsets in `prepare`'s folder (`prepare.crop_store: source`)."""
+    return tuple(out / name.format(split=split) for name in CROP_FILES)
+
+
 def save_prepare_stats(out: Path, stats: dict) -> None:
     """The counts, channel statistics and label counts `prepare` measured."""
     write_text(out / PREPARE_STATS, json.dumps(stats, indent=2) + "\n")
+
+
+class CropViews:
+    """The (N, 1 + crops, size, size, 3) uint8 views of a `prepare.crop_store: source` cache, crops cut when read.
+
+    The cache keeps, per image, its plain view (view 0), the resize its crops come from (side size / crop_scale) and
+    each crop's (top, left): a crop is that window of the source, the very pixels a `crop_store: views` cache holds.
+    Read-only, and indexed like the array it stands for: `[rows]` or `[rows, views]`, each an int, a slice or an
+    integer array; `reshape(-1, size, size, 3)` gives the flat (N * views) sequence the HOG stage reads.
+    """
+
+    def __init__(self, plain: np.ndarray, sources: np.ndarray, offsets: np.ndarray):
+        self.plain, self.sources, self.offsets, self.size = plain, sources, offsets, plain.shape[1]
+        self.shape = (len(plain), 1 + offsets.shape[1], *plain.shape[1:])
+        self.dtype, self.ndim = np.dtype(np.uint8), 5
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def view(self, row: int, view: int) -> np.ndarray:
+        """One (size, size, 3) view."""
+        if view == 0:
+            return np.array(self.plain[row])
+        top, left = (int(v) for v in self.offsets[row, view - 1])
+        return np.array(self.sources[row, top : top + self.size, left : left + self.size])
+
+    def __getitem__(self, key) -> np.ndarray:
+        rows, views = key if isinstance(key, tuple) else (key, slice(None))
+        row_ids, view_ids = np.arange(self.shape[0])[rows], np.arange(self.shape[1])[views]
+        out = np.empty((np.size(row_ids), np.size(view_ids), *self.shape[2:]), dtype=np.uint8)
+        for i, row in enumerate(np.ravel(row_ids)):
+            for j, view in enumerate(np.ravel(view_ids)):
+                out[i, j] = self.view(int(row), int(view))
+        return out.reshape(*np.shape(row_ids), *np.shape(view_ids), *self.shape[2:])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return self[:] if dtype is None else self[:].astype(dtype)
+
+    def reshape(self, *shape: int) -> FlatViews:
+        """Only `(-1, size, size, 3)`: every (row, view) in row-major order, as `FlatViews`."""
+        if tuple(shape[1:]) != self.shape[2:] or shape[0] not in (-1, self.shape[0] * self.shape[1]):
+            raise ValueError(f"CropViews reshapes to (-1, {', '.join(map(str, self.shape[2:]))}) only, not {shape}")
+        return FlatViews(self)
+
+
+class FlatViews:
+    """The views of a `CropViews` as one (N * views, size, size, 3) sequence; `[i]`, `[start:stop]` or `[indices]`."""
+
+    def __init__(self, views: CropViews):
+        self.views = views
+        self.shape = (views.shape[0] * views.shape[1], *views.shape[2:])
+        self.dtype, self.ndim = views.dtype, 4
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> np.ndarray:
+        index = np.arange(self.shape[0])[key]
+        rows, views = np.divmod(np.ravel(index), self.views.shape[1])
+        out = np.stack([self.views.view(int(r), int(v)) for r, v in zip(rows, views, strict=True)]) if len(rows) else (
+            np.empty((0, *self.shape[1:]), dtype=np.uint8))  # fmt: skip
+        return out.reshape(*np.shape(index), *self.shape[1:])
+
+
+def open_views(out: Path, split: str) -> np.ndarray | CropViews:
+    """One split's cached views: the memory-mapped images file, or the `CropViews` of a crop-source cache."""
+    images = out / (TRAIN_IMAGES if split == "train" else TEST_IMAGES)
+    if images.is_file():
+        return np.load(images, mmap_mode="r")
+    return CropViews(*(np.load(path, mmap_mode="r") for path in crop_source_files(out, split)))
 
 
 def load_prepared(out_dir: str | Path) -> Prepared:
@@ -134,9 +210,9 @@ def load_prepared(out_dir: str | Path) -> Prepared:
         classes=json.loads((out / CLASSES_FILE).read_text()),
         train_ids=list(pd.read_csv(out / TRAIN_INDEX, dtype=str, keep_default_na=False)["id"]),
         labels=load_labels(out / LABELS_FILE),
-        train_images=np.load(out / TRAIN_IMAGES, mmap_mode="r"),
+        train_images=open_views(out, "train"),
         test_ids=list(pd.read_csv(out / TEST_INDEX, dtype=str, keep_default_na=False)["id"]),
-        test_images=np.load(out / TEST_IMAGES, mmap_mode="r"),
+        test_images=open_views(out, "test"),
         mean=stats["mean"],
         std=stats["std"],
     )
@@ -157,10 +233,13 @@ class HogFeatures:
         return int(self.train.shape[-1])
 
 
-def save_hog(out: Path, train: np.ndarray, test: np.ndarray, mean: np.ndarray, std: np.ndarray) -> None:
-    """The HOG arrays and their training-set statistics into `out` (a folder being written atomically)."""
-    np.save(out / TRAIN_HOG, train)
-    np.save(out / TEST_HOG, test)
+def hog_files(out: Path) -> tuple[Path, Path]:
+    """The train and test HOG arrays inside the hog stage's folder (written in place by `hog_of_views`)."""
+    return out / TRAIN_HOG, out / TEST_HOG
+
+
+def save_hog_stats(out: Path, mean: np.ndarray, std: np.ndarray) -> None:
+    """The HOG features' training-set statistics into `out` (a folder being written atomically)."""
     np.savez(out / HOG_STATS, mean=mean, std=std)
 
 

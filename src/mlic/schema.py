@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mlic.errors import invalid
+from mlic.errors import ConfigError, invalid
 
 Converter = Callable[[str, Any], Any]  # (dotted key, raw value) -> built value; raises ConfigError
 
@@ -49,7 +49,16 @@ class Schema:
         if origin in (typing.Union, types.UnionType):
             if value is None and type(None) in args:
                 return None
-            return self.coerce(key, next(a for a in args if a is not type(None)), value)
+            members = [a for a in args if a is not type(None)]
+            if len(members) == 1:
+                return self.coerce(key, members[0], value)
+            for member in members:  # `int | str`: the first member that takes the value
+                try:
+                    return self.coerce(key, member, value)
+                except ConfigError:
+                    continue
+            names = " or ".join(getattr(m, "__name__", str(m)) for m in members)
+            invalid(key, f"expected {names}, got {value!r} ({type(value).__name__})")
         if hint in self.converters:
             return self.converters[hint](key, value)
         if origin is dict:

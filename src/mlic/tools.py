@@ -233,6 +233,24 @@ def tune(cfg: Config, params: str, trials: int | None) -> int:
     return 0
 
 
+def train_folds(cfg: Config, params: str, devices: list[str] | None, models: list[str] | None,
+                folds: list[int] | None, force: bool) -> int:  # fmt: skip
+    """Train the stale train stages at once, one per device, and record them in dvc.lock (`fold_queue`)."""
+    from mlic.experiments.fold_queue import train_folds as run_folds
+
+    if devices is None:
+        import torch  # only to count the GPUs
+
+        count = torch.cuda.device_count()
+        devices = [f"cuda:{i}" for i in range(count)] if count else ["cpu"]
+    log_dir = Path(cfg.train.checkpoint_dir).parent / "train-folds"
+    results = run_folds(params, devices, tuple(models) if models else None, tuple(folds) if folds else None, force,
+                        log_dir)  # fmt: skip
+    for r in results:
+        print(json.dumps({"stage": r.stage, "device": r.device, "started_s": r.started, "seconds": r.seconds}))
+    return 0
+
+
 # --- the command line of the tools (`mlic <tool>`; src/mlic/cli.py builds the parser) ------------------------------
 
 
@@ -307,6 +325,14 @@ def _tune_args(p: argparse.ArgumentParser) -> None:
                    "tune.trials)")  # fmt: skip
 
 
+def _train_folds_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--devices", nargs="+", help="one fold at a time on each: cuda:N or cpu (default: every GPU, else "
+                   "cpu); `cpu cpu` trains two folds at once on the cores, split between them")  # fmt: skip
+    p.add_argument("--models", nargs="+", help="entries of train.models (default: all)")
+    p.add_argument("--folds", nargs="+", type=int, help="fold ids (default: train.folds)")
+    p.add_argument("--force", action="store_true", help="retrain stages that dvc status reports up to date")
+
+
 # Tool name -> (function name in mlic.tools, help, arguments). A tool taking `params` gets the params file's path.
 TOOLS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = {
     "check": ("check", "scan a dataset and list every problem", _check_args),
@@ -338,5 +364,10 @@ TOOLS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = {
         "tune",
         "run (or resume) an Optuna study of tune.space, each trial a DVC experiment; apply the best to the workspace",
         _tune_args,
+    ),
+    "train-folds": (
+        "train_folds",
+        "train the folds' stages at once, one per GPU (fold-parallel, no DDP), and record them in dvc.lock",
+        _train_folds_args,
     ),
 }

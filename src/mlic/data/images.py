@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import zlib
@@ -120,6 +121,18 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
+def crop_offsets(source_side: int, size: int, crops: int, rng: np.random.Generator) -> np.ndarray:
+    """(crops, 2) int32 (top, left) of each size x size crop of a source_side square: the crop geometry, seeded."""
+    tops = rng.integers(0, source_side - size + 1, crops)
+    lefts = rng.integers(0, source_side - size + 1, crops)
+    return np.stack([tops, lefts], axis=1).astype(np.int32).reshape(crops, 2)
+
+
+def crop_source(image: np.ndarray, size: int, crop_scale: float) -> np.ndarray:
+    """The resize the crops are cut from: side size / crop_scale (at least `size`)."""
+    return resize(image, max(size, round(size / crop_scale)))
+
+
 def image_views(image: np.ndarray, size: int, crops: int, crop_scale: float, rng: np.random.Generator) -> np.ndarray:
     """The plain resize to `size`, then `crops` random size x size crops of a resize to `size / crop_scale`.
 
@@ -129,10 +142,8 @@ def image_views(image: np.ndarray, size: int, crops: int, crop_scale: float, rng
     views = np.empty((1 + crops, size, size, 3), dtype=np.uint8)
     views[0] = resize(image, size)
     if crops:
-        source = resize(image, max(size, round(size / crop_scale)))
-        tops = rng.integers(0, source.shape[0] - size + 1, crops)
-        lefts = rng.integers(0, source.shape[1] - size + 1, crops)
-        for k, (top, left) in enumerate(zip(tops, lefts, strict=True)):
+        source = crop_source(image, size, crop_scale)
+        for k, (top, left) in enumerate(crop_offsets(source.shape[0], size, crops, rng)):
             views[1 + k] = source[top : top + size, left : left + size]
     return views
 
@@ -143,14 +154,28 @@ def crop_rng(seed: int, path: Path) -> np.random.Generator:
 
 
 def file_views(
-    path: Path, size: int, crops: int = 0, crop_scale: float = 0.875, seed: int = 0, max_pixels: int = MAX_PIXELS
+    path: Path,
+    size: int,
+    crops: int = 0,
+    crop_scale: float = 0.875,
+    seed: int = 0,
+    max_pixels: int = MAX_PIXELS,
 ) -> np.ndarray:
     """One image file's cached views (see `image_views`), its crops placed by `crop_rng`.
 
-    This is what `prepare` caches for the file, and what `mlic predict` computes for it. Files of more than
-    `max_pixels` pixels are refused before decoding.
+    This is what `prepare` caches for the file (whatever `prepare.crop_store`), and what `mlic predict` computes for
+    it. Files of more than `max_pixels` pixels are refused before decoding.
     """
     return image_views(read_image(path, max_pixels), size, crops, crop_scale, crop_rng(seed, path))
+
+
+def file_crop_source(
+    path: Path, size: int, crops: int, crop_scale: float, seed: int, max_pixels: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What a `crop_store: source` cache keeps of one file: its plain view, the crops' source and their (top, left)."""
+    image = read_image(path, max_pixels)
+    source = crop_source(image, size, crop_scale)
+    return resize(image, size), source, crop_offsets(source.shape[0], size, crops, crop_rng(seed, path))
 
 
 def build_image_cache(
@@ -191,6 +216,41 @@ def build_image_cache(
                 cache[i] = image
         cache.flush()
         del cache
+
+
+def build_crop_source_cache(
+    paths: Sequence[Path],
+    size: int,
+    out_paths: tuple[Path, Path, Path],
+    workers: int = 2,
+    desc: str = "images",
+    crops: int = 5,
+    crop_scale: float = 0.875,
+    seed: int = 0,
+    max_pixels: int = MAX_PIXELS,
+) -> None:
+    """`prepare.crop_store: source`: each image's plain view, crop source and crop offsets, on disk.
+
+    Three files: the plain views (N, size, size, 3), the sources the crops are cut from (N, S', S', 3) with
+    S' = size / crop_scale, and the crops' (top, left) (N, crops, 2). That is 1 + 1 / crop_scale^2 views' pixels per
+    image (2.3 at the iMet study's 224 / 256) instead of 1 + crops (6); `mlic.layout.CropViews` cuts the crops when
+    they are read. Everything is `build_image_cache`'s: the same resizes and the same `crop_rng` draws, so every view
+    is the same bytes.
+    """
+    source_side = max(size, round(size / crop_scale))
+    shapes = ((len(paths), size, size, 3), (len(paths), source_side, source_side, 3), (len(paths), crops, 2))
+    with contextlib.ExitStack() as stack:
+        tmps = [stack.enter_context(atomic_path(path)) for path in out_paths]
+        arrays = [np.lib.format.open_memmap(tmp, "w+", dtype, shape)
+                  for tmp, dtype, shape in zip(tmps, (np.uint8, np.uint8, np.int32), shapes, strict=True)]  # fmt: skip
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            made = pool.map(lambda path: file_crop_source(path, size, crops, crop_scale, seed, max_pixels), paths)
+            for i, parts in enumerate(track(made, desc, len(paths), unit="img", mininterval=1.0)):
+                for array, part in zip(arrays, parts, strict=True):
+                    array[i] = part
+        for array in arrays:
+            array.flush()
+        del arrays
 
 
 def open_image_cache(path: str | os.PathLike) -> np.ndarray:

@@ -6,7 +6,12 @@ import numpy as np
 
 
 def mean_std(array: np.ndarray, chunk_rows: int = 1 << 18) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std over every axis but the last, accumulated in float64 over chunks (bounded memory, memmaps)."""
+    """Mean and std over every axis but the last, accumulated in float64 over chunks (bounded memory, memmaps).
+
+    An array-like that only reads by rows (`mlic.layout.CropViews`) is read a block of rows at a time.
+    """
+    if not isinstance(array, np.ndarray):
+        return _mean_std_by_rows(array, chunk_rows)
     flat = array.reshape(-1, array.shape[-1])
     total, total_sq = np.zeros(flat.shape[1]), np.zeros(flat.shape[1])
     for start in range(0, len(flat), chunk_rows):
@@ -16,6 +21,20 @@ def mean_std(array: np.ndarray, chunk_rows: int = 1 << 18) -> tuple[np.ndarray, 
     count = max(1, len(flat))
     mean = total / count
     return mean, np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
+
+
+def _mean_std_by_rows(array, chunk_values: int) -> tuple[np.ndarray, np.ndarray]:
+    """`mean_std` of an array-like read by blocks of rows of about `chunk_values` vectors each."""
+    per_row = int(np.prod(array.shape[1:-1]))
+    step = max(1, chunk_values // max(per_row, 1))
+    total, total_sq, count = np.zeros(array.shape[-1]), np.zeros(array.shape[-1]), 0
+    for start in range(0, len(array), step):
+        block = np.asarray(array[start : start + step], dtype=np.float64).reshape(-1, array.shape[-1])
+        total += block.sum(axis=0)
+        total_sq += (block**2).sum(axis=0)
+        count += len(block)
+    mean = total / max(1, count)
+    return mean, np.sqrt(np.maximum(total_sq / max(1, count) - mean**2, 0.0))
 
 
 def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -28,6 +28,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -308,6 +309,7 @@ def extract_hog(
     batch_size: int = 256,
     workers: int = 2,
     desc: str = "hog",
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """HOG features of many images, resized to image_size, in parallel batches: (N, D) float16.
 
@@ -322,16 +324,20 @@ def extract_hog(
         batch_size: Images per batch.
         workers: Parallel threads.
         desc: Progress-bar label.
+        out: Where the features go, e.g. a memory-mapped .npy being written (None: a new array in memory).
 
     Returns:
-        (N, hog_dim(image_size, p)) float16 features, the pipeline's storage dtype.
+        (N, hog_dim(image_size, p)) float16 features, the pipeline's storage dtype (`out` when given).
 
     Raises:
         ValueError: If images is not (N, H, W, 3) uint8, or image_size is too small for one block.
     """
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
         raise ValueError(f"extract_hog expects (N, S, S, 3) uint8 images, got shape {images.shape} {images.dtype}")
-    features = np.empty((len(images), hog_dim(image_size, p)), dtype=np.float16)
+    shape = (len(images), hog_dim(image_size, p))
+    features = np.empty(shape, dtype=np.float16) if out is None else out
+    if features.shape != shape or features.dtype != np.float16:
+        raise ValueError(f"extract_hog writes {shape} float16, `out` is {features.shape} {features.dtype}")
 
     def run(start: int) -> int:
         batch = _resized(images[start : start + batch_size], image_size)
@@ -348,12 +354,20 @@ def extract_hog(
     return features
 
 
-def hog_of_views(views: np.ndarray, cfg: HogConfig, desc: str = "hog") -> np.ndarray:
+def hog_of_views(views: np.ndarray, cfg: HogConfig, desc: str = "hog", out_file: Path | None = None) -> np.ndarray:
     """HOG of image views as the `hog` stage computes them: (N, views, S, S, 3) uint8 -> (N, views, D) float16.
 
-    The `hog` stage runs it on the image caches, `mlic predict` on new images, so both see the same features.
+    The `hog` stage runs it on the image caches, `mlic predict` on new images, so both see the same features. With
+    `out_file`, the features are written into that .npy as they come (memory stays bounded whatever N is; the same
+    bytes as `np.save` of the array) and returned memory-mapped.
     """
     params = HogParams(cfg.orientations, cfg.pixels_per_cell, cfg.cells_per_block)
     flat = views.reshape(-1, *views.shape[2:])  # a view of a memory map: nothing is loaded here
-    vectors = extract_hog(flat, params, cfg.image_size, cfg.batch_size, cfg.num_workers, desc=desc)
-    return vectors.reshape(*views.shape[:2], -1)
+    shape = (*views.shape[:2], hog_dim(cfg.image_size, params))
+    out = None if out_file is None else np.lib.format.open_memmap(out_file, "w+", np.float16, shape)
+    flat_out = None if out is None else out.reshape(-1, shape[-1])  # a view of the file's array
+    vectors = extract_hog(flat, params, cfg.image_size, cfg.batch_size, cfg.num_workers, desc=desc, out=flat_out)
+    if out is not None:
+        out.flush()
+        return out
+    return vectors.reshape(shape)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -15,7 +16,9 @@ class CachedSamples(Dataset):
 
     Items are dicts with one tensor per source, as that source serves it (the image as uint8 CHW, augmented by
     `transform` for spatial sources; HOG as float32), and "target" as float32 labels when labels are given. Only the
-    arrays given are read, so a HOG-only model never touches the image cache.
+    arrays given are read, so a HOG-only model never touches the image cache. An item asked for as `(index, seed)`
+    (`mlic.train.sampling.SeededBatchSampler`) re-seeds the transform first, so its augmentation depends on the seed
+    alone, not on which data-loader worker or process draws it.
 
     Args:
         arrays: Source name -> (N, views, ...) array (memory-mapped caches are read item by item).
@@ -25,6 +28,8 @@ class CachedSamples(Dataset):
         transform: Training augmentation for the spatial sources, or None.
     """
 
+    takes_seeds = True
+
     def __init__(self, arrays: dict[str, np.ndarray], rows: np.ndarray, views: np.ndarray, labels=None, transform=None):
         self.arrays, self.rows, self.views, self.labels, self.transform = arrays, rows, views, labels, transform
         self.sources = {name: SOURCES.get(name) for name in arrays}
@@ -32,7 +37,10 @@ class CachedSamples(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        i, seed = key if isinstance(key, tuple) else (key, None)
+        if seed is not None and self.transform is not None:
+            self.transform.set_random_seed(seed)
         row, view = int(self.rows[i]), int(self.views[i])
         item = self._augment_with_boxes(row, view)
         for name, source in self.sources.items():
@@ -66,9 +74,12 @@ def expand_views(rows: np.ndarray, n_views: int) -> tuple[np.ndarray, np.ndarray
     return np.repeat(rows, n_views), np.tile(np.arange(n_views), len(rows))
 
 
-def seed_worker(worker_id: int) -> None:
-    """DataLoader `worker_init_fn`: seed the worker's augmentation from torch's per-worker, per-epoch seed."""
-    info = torch.utils.data.get_worker_info()
-    transform = getattr(info.dataset, "transform", None) if info else None
-    if transform is not None:
-        transform.set_random_seed(torch.initial_seed() % 2**32)
+def one_opencv_thread() -> None:
+    """Stop OpenCV's thread pool in this process before it forks loader workers: one OpenCV thread from here on.
+
+    A forked worker inherits the pool's state but not its threads; reconfiguring the pool there (as
+    `cv2.setNumThreads` in a `worker_init_fn` did) waits forever on a condition variable of threads that do not
+    exist. Set in the parent, the workers inherit one thread and no pool, so N workers use N cores, not N times all
+    of them. The parent trains with torch's threads, not OpenCV's, so it loses nothing.
+    """
+    cv2.setNumThreads(1)

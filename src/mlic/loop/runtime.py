@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from mlic.config import TrainConfig
+from mlic.loop.batches import one_opencv_thread
 from mlic.sources import SOURCES, Stats, normalisers
 
 
@@ -59,3 +61,32 @@ def make_runtime(cfg: TrainConfig, stats: dict[str, Stats], device: torch.device
     if cfg.amp and device.type == "cuda":
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return Runtime(device, normalisers(stats).to(device), amp_dtype, cfg.channels_last and device.type == "cuda")
+
+
+MAX_LOADER_WORKERS = 16
+
+
+def loader_workers(setting: int | str, processes: int = 1) -> int:
+    """`train.num_workers` as a count; auto: the cores this process may use, less one for the loop, at most 16.
+
+    Args:
+        setting: An integer, or "auto".
+        processes: Training processes sharing the machine's cores (DDP's local world size).
+    """
+    if setting != "auto":
+        return int(setting)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(0, min(MAX_LOADER_WORKERS, cores // max(processes, 1) - 1))
+
+
+def loader_options(cfg: TrainConfig, processes: int = 1) -> dict:
+    """DataLoader keyword arguments from `train`: workers (persistent, prefetching), pinned memory on CUDA.
+
+    With workers, this process drops to one OpenCV thread first (`one_opencv_thread`): they are forked from it.
+    """
+    workers = loader_workers(cfg.num_workers, processes)
+    options = {"num_workers": workers, "pin_memory": torch.cuda.is_available()}
+    if workers:
+        one_opencv_thread()
+        options |= {"persistent_workers": True, "prefetch_factor": cfg.prefetch_factor}
+    return options

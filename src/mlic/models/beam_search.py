@@ -11,13 +11,15 @@ B = 1 is greedy decoding. The step function is the decoder's: previous tokens an
 new state out, for N * B rows (image-major: rows i * B .. i * B + B - 1 are image i's beams).
 
 While exporting (torch.export / ONNX) the early stop is skipped: the loop runs all `max_steps` steps, which gives the
-same best path, since finished paths only carry over.
+same best path, since finished paths only carry over. On a GPU the stop flag is read without waiting for the device
+(`DoneFlags`): the search may run a step or two past the stop, and then returns the paths of the step that stopped.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -93,6 +95,7 @@ def beam_search(step: StepFn, state: State, num_classes: int, beam: int, max_ste
     carry[num_classes] = 0.0  # a finished path's only continuation: END again, at no cost
     previous = torch.full((n * width,), start, dtype=torch.long, device=device)
     rows = torch.arange(n, device=device)[:, None] * width
+    flags, kept = DoneFlags(device), {}
     for t in range(max_steps):
         step_log_probs, state = step(previous, state)
         step_log_probs = step_log_probs.float().view(n, width, tokens_per_step)
@@ -112,8 +115,14 @@ def beam_search(step: StepFn, state: State, num_classes: int, beam: int, max_ste
         finished = finished.gather(1, source) | (token == num_classes)
         state = tuple(s[(rows + source).reshape(-1)] for s in state)
         previous = token.reshape(-1)
-        if not torch.compiler.is_exporting() and bool(search_done(scores, finished).all()):
+        if torch.compiler.is_exporting():
+            continue
+        kept[t] = (scores, tokens, log_probs)  # each step's are new tensors, so keeping them copies nothing
+        done = flags.push(t, search_done(scores, finished).all())
+        if done is not None:
+            scores, tokens, log_probs = kept[done]
             break
+        kept = {step: kept[step] for step in flags.pending_steps()}
     best = scores.argmax(dim=1)
     pick = best[:, None, None].expand(n, 1, max_steps)
     return BestPaths(tokens.gather(1, pick)[:, 0], log_probs.gather(1, pick)[:, 0])
@@ -130,3 +139,35 @@ def search_done(scores: torch.Tensor, finished: torch.Tensor) -> torch.Tensor:
     lowest_finished = torch.where(finished & alive, scores, inf).amin(dim=1)
     highest_open = torch.where(~finished & alive, scores, -inf).amax(dim=1)
     return (finished & alive).any(dim=1) & (highest_open < lowest_finished)
+
+
+@dataclass
+class DoneFlags:
+    """Per-step stop flags read without making the host wait for the device.
+
+    On the CPU a flag is read at once. On CUDA each is copied to pinned memory behind an event, and read once the
+    event has passed, a step or more later; the search then returns the results of the flagged step, which are what
+    an immediate read would have returned.
+    """
+
+    device: torch.device
+    pending: deque = field(default_factory=deque)  # (step, pinned bool, event), oldest first
+
+    def push(self, step: int, flag: torch.Tensor) -> int | None:
+        """Record step `step`'s flag; the earliest step known to be done, if any, else None."""
+        if self.device.type != "cuda":
+            return step if bool(flag) else None
+        host = torch.empty((), dtype=torch.bool, pin_memory=True)
+        host.copy_(flag, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self.pending.append((step, host, event))
+        while self.pending and self.pending[0][2].query():
+            done_step, done, _ = self.pending.popleft()
+            if bool(done):
+                return done_step
+        return None
+
+    def pending_steps(self) -> list[int]:
+        """The steps whose flags are not read yet (their results must be kept)."""
+        return [step for step, _, _ in self.pending]

@@ -159,10 +159,11 @@ class CnnRnn(nn.Module):
         h, c = self.lstm(torch.cat([self.embed(tokens), context.to(h.dtype)], dim=1), (h, c))
         return self.out(self.dropout(h)), h, c
 
-    def order_free(self, images: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    def order_free(self, images: torch.Tensor, target: torch.Tensor, steps: int) -> dict[str, torch.Tensor]:
         """The training unroll: v_prob's logits, each step's log p (N, T, C + 1) and order-free targets (N, T).
 
-        T is the batch's largest label count + 1; a row's steps after its END are padding (see `CnnRnnTask`).
+        T is `steps`, the training set's largest label count + 1 (from the host, so that no batch waits for the
+        device to count its own); a row's steps after its END are padding (see `CnnRnnTask`).
         """
         positions, keys, prelim = self.encode(images)
         h, c = self.initial_state(prelim)
@@ -170,7 +171,7 @@ class CnnRnn(nn.Module):
         emitted = torch.zeros_like(pool)
         tokens = torch.full((images.shape[0],), self.start, dtype=torch.long, device=images.device)
         step_log_probs, targets = [], []
-        for _ in range(int(pool.sum(dim=1).max()) + 1):
+        for _ in range(steps):
             logits, h, c = self.step(tokens, h, c, positions, keys)
             log_probs = masked_log_softmax(logits, emitted)
             chosen = pick_targets(log_probs.detach(), pool)
@@ -197,10 +198,15 @@ class CnnRnn(nn.Module):
         paths = beam_search(step, (*self.initial_state(prelim), emitted), self.num_classes, beam, steps, self.start)
         return prelim, paths
 
-    def forward(self, images: torch.Tensor, target: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Training with `target`: the order-free unroll (`order_free`). Else: v_prob's logits and the best paths."""
+    def forward(
+        self, images: torch.Tensor, target: torch.Tensor | None = None, steps: int | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Training with `target`: the order-free unroll (`order_free`). Else: v_prob's logits and the best paths.
+
+        `steps` defaults to the target's largest label count + 1, read from the device (the task passes its own).
+        """
         if target is not None:
-            return self.order_free(images, target)
+            return self.order_free(images, target, steps or int(target.sum(dim=1).max()) + 1)
         prelim, paths = self.decode(images)
         return {"prelim": prelim, "tokens": paths.tokens, "token_log_probs": paths.log_probs}
 
@@ -227,7 +233,7 @@ class CnnRnnTask(MultiLabelTask):
         if self.loss_fn is None or self.max_steps is None:
             raise RuntimeError("CnnRnnTask.setup(train_labels) builds the loss; call it before training")
         target = batch["target"]
-        out = net(*self.inputs(batch), target)
+        out = net(*self.inputs(batch), target, self.max_steps)
         module = getattr(net, "module", net)  # DDP wraps it
         module.max_steps.fill_(self.max_steps)  # no host sync: checkpoints and the EMA copy carry it from here
         module.export_steps = self.max_steps

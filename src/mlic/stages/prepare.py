@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mlic.config import Config, save_config
+from mlic.config import Config, PrepareConfig, save_config
 from mlic.data.competitions import RawData, Scan, get_competition
-from mlic.data.images import build_image_cache, channel_stats, open_image_cache
+from mlic.data.images import build_crop_source_cache, build_image_cache, channel_stats
 from mlic.data.labels import drop_rare_labels, encode_labels
 from mlic.io import atomic_path
-from mlic.layout import CONFIG_FILE, image_cache_files, save_prepare_stats, save_prepared_index
+from mlic.layout import (
+    CONFIG_FILE,
+    crop_source_files,
+    image_cache_files,
+    open_views,
+    save_prepare_stats,
+    save_prepared_index,
+)
 
 
 def usable_data(scan: Scan, skip_bad_rows: bool) -> RawData:
@@ -19,6 +26,18 @@ def usable_data(scan: Scan, skip_bad_rows: bool) -> RawData:
         print(f"prepare: skipped {len(scan.bad_train_rows)} training row(s) with problems (prepare.skip_bad_rows):")
         print(scan.error())
     return raw
+
+
+def build_caches(p: PrepareConfig, raw: RawData, out: Path) -> None:
+    """The train and test image caches: every view, or (`crop_store: source`) plain views, crop sources, offsets."""
+    views = {"crops": p.crop_views, "crop_scale": p.crop_scale, "seed": p.seed, "max_pixels": p.max_pixels}
+    for split, paths in (("train", raw.train_paths), ("test", raw.test_paths)):
+        if p.crop_store == "source" and p.crop_views:
+            build_crop_source_cache(paths, p.image_size, crop_source_files(out, split), p.num_workers,
+                                    f"cache {split}", **views)  # fmt: skip
+        else:
+            cache = image_cache_files(out)[split == "test"]
+            build_image_cache(paths, p.image_size, cache, p.num_workers, f"cache {split}", **views)
 
 
 def main(cfg: Config) -> None:
@@ -32,11 +51,8 @@ def main(cfg: Config) -> None:
         print(f"prepare: dropped {len(dropped)} label(s) seen < {cfg.data.min_label_count} times: {dropped}")
     with atomic_path(p.out_dir, is_dir=True) as out:
         save_prepared_index(out, raw.train_ids, raw.train_tags, raw.test_ids, labels, classes)
-        views = {"crops": p.crop_views, "crop_scale": p.crop_scale, "seed": p.seed, "max_pixels": p.max_pixels}
-        train_cache, test_cache = image_cache_files(out)
-        build_image_cache(raw.train_paths, p.image_size, train_cache, p.num_workers, "cache train", **views)
-        build_image_cache(raw.test_paths, p.image_size, test_cache, p.num_workers, "cache test", **views)
-        mean, std = channel_stats(open_image_cache(train_cache))
+        build_caches(p, raw, out)
+        mean, std = channel_stats(open_views(out, "train"))
         stats = {
             "n_train": len(raw.train_ids),
             "n_test": len(raw.test_ids),

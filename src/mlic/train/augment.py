@@ -40,7 +40,7 @@ def create_augmentation(name: str, image_size: int, seed: int = 0, boxes: bool =
 
     With `boxes`, the transform takes `bboxes` (COCO x, y, w, h) and `box_scores` beside the image and moves them
     with it. Albumentations keeps its own random state and ignores numpy's and torch's seeds, so the pipeline is
-    seeded here; data-loader workers re-seed it from torch's per-worker seed (see `seed_worker`).
+    seeded here; in training each item re-seeds it with its own seed (`mlic.loop.batches.CachedSamples`).
     """
     transform = AUGMENTATIONS.get(name)(image_size)
     if transform is None:

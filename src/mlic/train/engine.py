@@ -18,7 +18,6 @@ import json
 import math
 import random
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ from mlic.progress import track
 from mlic.registry import Registry
 from mlic.tasks.base import Phase, Task, phase_at
 from mlic.train.distributed import SINGLE_PROCESS, DistContext, broadcast_flag
+from mlic.train.loss_sums import LossSums
 
 OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry("optimizer", "train.optimizer")
 OPTIMIZERS.register("adamw")(torch.optim.AdamW)
@@ -61,16 +61,17 @@ def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
 
 
 def seed_epoch(loader: DataLoader, seed: int, epoch: int, rank: int = 0) -> None:
-    """Re-seed batches, augmentation, dropout and data-loader workers for `epoch` (what makes resume exact)."""
+    """Re-seed batches and dropout for `epoch` (what makes resume exact).
+
+    The augmentation needs no epoch seed: each training item carries its own (`SeededBatchSampler`), drawn with the
+    epoch's batches, so it is the same whatever the data-loader workers.
+    """
     s = epoch_seed(seed, epoch, rank)
     random.seed(s)
     np.random.seed(s)
-    torch.manual_seed(s)  # dropout, and the base seed DataLoader draws for its workers (see seed_worker)
+    torch.manual_seed(s)  # dropout
     if hasattr(loader.batch_sampler, "set_epoch"):
         loader.batch_sampler.set_epoch(epoch)
-    transform = getattr(loader.dataset, "transform", None)
-    if transform is not None:  # used in this process when num_workers == 0
-        transform.set_random_seed(s)
 
 
 @dataclass
@@ -243,6 +244,9 @@ def optimizer_step(engine: Engine, clip_grad_norm: float) -> None:
 def run_epoch(engine: Engine, loader: DataLoader, task: Task, cfg: TrainConfig, rt: Runtime) -> dict[str, float]:
     """Train one epoch with gradient accumulation, in the phase the epoch belongs to.
 
+    The losses stay on the device (`LossSums`) and are read every `train.log_every` steps and at the end, so no
+    step waits for the device; a non-finite loss stops training at the next read, naming its step.
+
     Returns:
         `train_loss`, the mean training loss over this process's samples, `train_loss_<part>` for each named part
         of the task's loss, and `lr`, the learning rate of the epoch's last update.
@@ -252,8 +256,8 @@ def run_epoch(engine: Engine, loader: DataLoader, task: Task, cfg: TrainConfig, 
     engine.net.train()
     apply_phase(engine.model, phase)
     task.begin_phase(phase)
-    sums: dict[str, float] = defaultdict(float)
-    count, n, lr = 0, len(loader), float("nan")
+    sums = LossSums(rt.device)
+    n, lr = len(loader), float("nan")
     label = f" {phase.name}" if len(engine.phases) > 1 else ""
     # A bar on a terminal only: off it the per-epoch line (fit's on_epoch) is the whole log, so no periodic lines
     desc = f"epoch {engine.state.epoch + 1}/{cfg.epochs}{label}"
@@ -268,34 +272,31 @@ def run_epoch(engine: Engine, loader: DataLoader, task: Task, cfg: TrainConfig, 
         with sync:
             with rt.autocast():
                 step = task.training_step(engine.net, x)
-            loss_value = step.loss.item()  # one device sync per step: checked here, summed below
-            check_finite_loss(loss_value, engine.state.epoch + 1, i + 1, n)
+            sums.add(i + 1, step.loss, step.parts, len(x["target"]))
             engine.scaler.scale(step.loss / group).backward()
         if update:
             lr = engine.optimizer.param_groups[0]["lr"]
             optimizer_step(engine, cfg.clip_grad_norm)
-        size = len(x["target"])
-        sums["train_loss"] += loss_value * size
-        for part, value in step.parts.items():
-            sums[f"train_loss_{part}"] += float(value) * size
-        count += size
-        bar.set_postfix(loss=f"{sums['train_loss'] / count:.4f}", lr=f"{engine.scheduler.get_last_lr()[0]:.2e}",
-                        refresh=False)  # fmt: skip
-    means = {key: total / max(count, 1) for key, total in sums.items()}
-    return {**means, "lr": lr}
+        if cfg.log_every and (i + 1) % cfg.log_every == 0 and i + 1 < n:
+            means = read_losses(sums, engine.state.epoch + 1, n)
+            bar.set_postfix(loss=f"{means['train_loss']:.4f}", lr=f"{engine.scheduler.get_last_lr()[0]:.2e}")
+    return {**read_losses(sums, engine.state.epoch + 1, n), "lr": lr}
 
 
-def check_finite_loss(value: float, epoch: int, step: int, steps: int) -> None:
-    """Stop at the first NaN or infinite loss, before it reaches the weights: one message naming the epoch and step.
+def read_losses(sums: LossSums, epoch: int, steps: int) -> dict[str, float]:
+    """The epoch's mean losses so far, read from the device; a non-finite loss stops training.
 
-    Nothing of the failing epoch is saved, so the resume checkpoint still holds the last good epoch.
+    The message names the epoch and the first step whose loss was not finite. Nothing of the failing epoch is saved
+    (the steps after the bad one, up to this read, go with it), so the resume checkpoint keeps the last good epoch.
     """
-    if not math.isfinite(value):
+    means, first_bad_step = sums.read()
+    if first_bad_step:
         raise MlicError(
-            f"training loss is {value} at epoch {epoch}, step {step} of {steps}; training stopped and the resume "
-            f"checkpoint keeps the last good epoch ({epoch - 1})",
+            f"training loss is not finite at epoch {epoch}, step {first_bad_step} of {steps}; training stopped and "
+            f"the resume checkpoint keeps the last good epoch ({epoch - 1})",
             fix="lower train.lr, set train.clip_grad_norm, or check the inputs for NaN; then rerun with --resume",
         )
+    return means
 
 
 def fit(

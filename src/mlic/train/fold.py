@@ -32,9 +32,9 @@ from mlic.layout import (
     save_fold,
 )
 from mlic.layout import load_checkpoint as load_fold_checkpoint  # train.engine's load_checkpoint is the resume state
-from mlic.loop.batches import CachedSamples, expand_views, seed_worker
+from mlic.loop.batches import CachedSamples, expand_views
 from mlic.loop.fold_model import load_fold_model
-from mlic.loop.runtime import Runtime, make_runtime, resolve_device
+from mlic.loop.runtime import Runtime, loader_options, make_runtime, resolve_device
 from mlic.loop.tta import predict_loader, tta_views
 from mlic.metrics import mean_average_precision
 from mlic.models.registry import ModelDims, ResolvedModel, resolve_model
@@ -79,19 +79,18 @@ def load_fold_data(cfg: Config, fold: int, sources: tuple[str, ...]) -> FoldData
     prep = load_prepared(cfg.prepare.out_dir)
     folds = load_folds(cfg.folds.out_file, prep.train_ids)
     data = load_sources(sources, cfg, prep)
-    return FoldData(prep, data, np.flatnonzero(folds != fold), np.flatnonzero(folds == fold))
+    # a row of fold -1 is in no fold: neither trained on nor validated (a subset run, benchmarks/scale.py)
+    return FoldData(prep, data, np.flatnonzero((folds != fold) & (folds >= 0)), np.flatnonzero(folds == fold))
 
 
 def loaders(cfg: Config, data: FoldData, ctx: DistContext) -> tuple[DataLoader, DataLoader, DataLoader]:
     """Augmented training loader over every cached view (this process's share); ordered validation and test."""
     t, prep = cfg.train, data.prep
-    common = {"num_workers": t.num_workers, "pin_memory": torch.cuda.is_available()}
+    common = loader_options(t, ctx.world_size)
     transform = create_augmentation(t.augment, cfg.prepare.image_size, t.seed, boxes="boxes" in data.sources)
     train_arrays, test_arrays = data.arrays("train"), data.arrays("test")
     train_set = CachedSamples(train_arrays, *expand_views(data.train_rows, data.n_views), prep.labels, transform)
-    train = make_train_loader(
-        train_set, prep.labels[train_set.rows], t, ctx.rank, ctx.world_size, worker_init_fn=seed_worker, **common
-    )
+    train = make_train_loader(train_set, prep.labels[train_set.rows], t, ctx.rank, ctx.world_size, **common)
     val_set = CachedSamples(train_arrays, *expand_views(data.val_rows, data.n_views), prep.labels)
     test_set = CachedSamples(test_arrays, *expand_views(np.arange(len(prep.test_ids)), data.n_views))
     return train, DataLoader(val_set, t.batch_size, **common), DataLoader(test_set, t.batch_size, **common)

@@ -322,6 +322,31 @@ class ShardedBatchSampler(Sampler[list[int]]):
             yield list(batch)[self.rank :: self.world_size]
 
 
+class SeededBatchSampler(Sampler[list[tuple[int, int]]]):
+    """Each batch's items paired with an augmentation seed: `(index, seed)`.
+
+    The seed is a pure function of (train.seed, epoch, batch number, position in the batch), drawn before DDP slices
+    the batches, so a sample's augmentation is the same whatever the data-loader workers (each item re-seeds the
+    transform, `CachedSamples`) and whatever the number of processes.
+    """
+
+    def __init__(self, batches: Sampler[list[int]], seed: int):
+        self.batches, self.seed, self.epoch = batches, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use `epoch` for the next iterations, here and in the batches."""
+        self.epoch = int(epoch)
+        self.batches.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for number, batch in enumerate(self.batches):
+            seeds = np.random.SeedSequence([self.seed, self.epoch, number]).generate_state(len(batch))
+            yield [(int(index), int(seed)) for index, seed in zip(batch, seeds, strict=True)]
+
+
 def _random_batches(labels: np.ndarray, cfg: TrainConfig, drop_last: bool) -> Sampler[list[int]]:
     if cfg.oversample_power:
         raise ConfigError("train.oversample_power needs train.sampler: stratified", path="params.yaml")
@@ -344,7 +369,8 @@ def make_train_loader(
     """The training DataLoader for `train.sampler`: "random" (shuffled) or "stratified" (label-balanced batches).
 
     Batches are a pure function of (train.seed, epoch): call `loader.batch_sampler.set_epoch(epoch)` before each
-    epoch. Under DDP each of the `world_size` processes gets its slice of every batch.
+    epoch. A dataset that `takes_seeds` gets each item with its augmentation seed (`SeededBatchSampler`). Under DDP
+    each of the `world_size` processes gets its slice of every batch.
 
     Args:
         dataset: The training samples.
@@ -352,10 +378,12 @@ def make_train_loader(
         cfg: The `train` section (batch_size, sampler, oversample_power, seed).
         rank: This process's rank under DDP.
         world_size: Number of DDP processes (1: no DDP).
-        **common: Other DataLoader arguments (num_workers, pin_memory, worker_init_fn, generator).
+        **common: Other DataLoader arguments (num_workers, pin_memory, persistent_workers, ...).
     """
     drop_last = len(dataset) > cfg.batch_size
     batches = SAMPLERS.get(cfg.sampler)(labels, cfg, drop_last)
+    if getattr(dataset, "takes_seeds", False):  # items (index, augmentation seed): see SeededBatchSampler
+        batches = SeededBatchSampler(batches, cfg.seed)
     if world_size > 1:
         batches = ShardedBatchSampler(batches, rank, world_size)
     return DataLoader(dataset, batch_sampler=batches, **common)
