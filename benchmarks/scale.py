@@ -8,10 +8,11 @@ prefix of the training rows (`limited_root`: a train CSV of the first N rows bes
 - `planet`: the synthetic Planet chips of `mlic sample` at --raw-side (256 px), in Kaggle's layout.
 
 For each N a project folder holds its params.yaml (the repo's, with the keys below) and runs each stage as
-`python -m mlic.cli <stage>` in a process of its own (its peak RSS from `os.wait4`): `prepare` (--image-size,
---crop-views, --crop-store; also with the other store up to --other-store-max-n rows, for its disk), `folds`, `hog`,
-`train` of `hog_linear` on every fold (one epoch: the full-size OOF the later stages read), `ensemble`,
-`thresholds` (auto: global and per_class_exact, nested and out of sample), `submit`, `evaluate`; then
+`python -m mlic.cli <stage>` in a process of its own (its peak RSS from `os.wait4`, which counts the pages of the
+memory-mapped files it touched, and its process tree's peak anonymous memory, sampled from /proc): `prepare`
+(--image-size, --crop-views, --crop-store; also with the other store up to --other-store-max-n rows, for its disk),
+`folds`, `hog`, `train` of `hog_linear` on every fold (one epoch: the full-size OOF the later stages read),
+`ensemble`, `thresholds` (auto: global and per_class_exact, nested and out of sample), `submit`, `evaluate`; then
 `thresholds-optuna` (method optuna alone, up to --optuna-max-n rows) and one epoch of the baseline on fold 0 of a
 --subset-row subset (the loader's and the stage's overhead; rows outside the subset are in no fold).
 Disk: the bytes of each stage's outputs. Exponents: the slope of log(value) on log(N) over the sizes, per stage
@@ -35,6 +36,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -69,17 +71,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=30_000,
         help="largest N at which prepare also runs with the other crop_store (with crops), for its disk",
     )
-    p.add_argument("--subset", type=int, default=2_000, help="rows of the baseline's one-epoch train")
+    p.add_argument("--subset", type=int, default=2_000, help="rows of the baseline's one-epoch train (0: none)")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--optuna-max-n", type=int, default=10_000, help="largest N at which thresholds-optuna runs")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="generation and stage workers")
     p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "mlic-scale")
     p.add_argument("--in-process", action="store_true", help="stages in this process (no per-stage RSS): tests")
     p.add_argument("--out", type=Path, help="JSON file (default: benchmarks/results/scale_<dataset>.json)")
+    p.add_argument("--merge", action="store_true", help="keep the other sizes of an earlier --out of the same setup")
+    p.add_argument("--only", nargs="+", metavar="STAGE", help="remeasure these stages of an earlier run (with --merge)")
+    p.add_argument("--table", action="store_true", help="print --out as the README's markdown table, measure nothing")
+    p.add_argument("--generate-only", action="store_true", help="make the data for the largest size, measure nothing")
     args = p.parse_args(argv)
     if args.crop_views is None:
         args.crop_views = 5 if args.dataset == "imet" else 0
     args.out = args.out or REPO / "benchmarks" / "results" / f"scale_{args.dataset}.json"
+    if args.only and not args.merge:
+        p.error("--only remeasures stages of an earlier run: pass --merge too")
     return args
 
 
@@ -196,8 +204,62 @@ def disk_bytes(paths: list[str], project: Path) -> int:
     return total
 
 
-def run_stage(project: Path, params: str, argv: list[str], in_process: bool) -> tuple[float, float | None]:
-    """Seconds and peak RSS (MB; None in process) of `mlic <argv>` in the project; its failure stops the benchmark."""
+def process_tree(root: int) -> list[int]:
+    """`root` and its live descendants (DataLoader workers, decoding pools), from /proc."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):  # a process that ended while we read
+            continue
+    tree, frontier = [root], [root]
+    while frontier:
+        pid = frontier.pop()
+        children = [child for child, parent in parents.items() if parent == pid]
+        tree += children
+        frontier += children
+    return tree
+
+
+def anon_kb(pid: int) -> int:
+    """Anonymous memory (KB) of one process, its proportional share (Pss_Anon): heap and arrays, not the pages of
+    files it maps, and the pages a forked DataLoader worker still shares with its parent counted once in all."""
+    try:
+        lines = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+    except OSError:
+        return 0
+    return next((int(line.split()[1]) for line in lines if line.startswith("Pss_Anon:")), 0)
+
+
+class AnonPeak(threading.Thread):
+    """The peak of a process tree's anonymous memory, sampled every `every` seconds until `stop`.
+
+    `ru_maxrss` also counts the pages of memory-mapped files the stage read or wrote (the image cache), which the
+    kernel reclaims at will; this is the memory that would run out.
+    """
+
+    def __init__(self, pid: int, every: float = 0.2):
+        super().__init__(daemon=True)
+        self.pid, self.every, self.peak_kb, self.done = pid, every, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.every):
+            self.peak_kb = max(self.peak_kb, sum(map(anon_kb, process_tree(self.pid))))
+
+    def stop(self) -> float:
+        """The peak in MB."""
+        self.done.set()
+        self.join()
+        return self.peak_kb / 1024
+
+
+def run_stage(
+    project: Path, params: str, argv: list[str], in_process: bool
+) -> tuple[float, float | None, float | None]:
+    """Seconds, peak RSS and peak anonymous memory (MB; None in process) of `mlic <argv>` in the project.
+
+    Its failure stops the benchmark.
+    """
     start = time.perf_counter()
     if in_process:
         from mlic.cli import main
@@ -210,16 +272,19 @@ def run_stage(project: Path, params: str, argv: list[str], in_process: bool) -> 
             os.chdir(cwd)
         if code:
             raise SystemExit(f"mlic {' '.join(argv)} failed in {project} (exit {code})")
-        return time.perf_counter() - start, None
+        return time.perf_counter() - start, None, None
     log = project / "logs" / f"{'-'.join(argv[:4:2])}.log"
     log.parent.mkdir(exist_ok=True)
     with open(log, "w") as out:
         process = subprocess.Popen([sys.executable, "-m", "mlic.cli", "--params", params, *argv], cwd=project,
                                    stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+        sampler = AnonPeak(process.pid)
+        sampler.start()
         _, status, usage = os.wait4(process.pid, 0)
+        anon = sampler.stop()
     if os.waitstatus_to_exitcode(status):
         raise SystemExit(f"mlic {' '.join(argv)} failed in {project}: see {log}")
-    return time.perf_counter() - start, usage.ru_maxrss / 1024  # Linux: KB
+    return time.perf_counter() - start, usage.ru_maxrss / 1024, anon  # Linux: KB
 
 
 def subset_folds(project: Path, cfg, rows: int) -> str:
@@ -232,13 +297,18 @@ def subset_folds(project: Path, cfg, rows: int) -> str:
 
 
 def measure_size(n: int, root: Path, args: argparse.Namespace) -> dict:
-    """Every stage's seconds, peak RSS and output bytes on the first `n` rows."""
+    """Every stage's seconds, peak RSS and output bytes on the first `n` rows (--only: those stages, again)."""
     project = args.cache / args.dataset / "runs" / f"n{n}"
+    params = project_params(root, n, args)
+    cfg = config_from_dict(params)
+    if args.only:  # the project of an earlier run, its other stages' outputs in place
+        if not (project / "params.yaml").is_file():
+            raise SystemExit(f"--only: no earlier run at N = {n} in {project}; run every stage first")
+        return {name: measure_stage(project, "params.yaml", argv, outs, args)
+                for name, argv, outs in stages(cfg) if name in args.only}  # fmt: skip
     shutil.rmtree(project, ignore_errors=True)
     project.mkdir(parents=True)
-    params = project_params(root, n, args)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    cfg = config_from_dict(params)
     record = {}
     for name, argv, outs in stages(cfg):
         record[name] = measure_stage(project, "params.yaml", argv, outs, args)
@@ -253,6 +323,8 @@ def measure_size(n: int, root: Path, args: argparse.Namespace) -> dict:
         optuna_params = params | {"thresholds": params["thresholds"] | optuna}
         argv, outs = ["thresholds"], [optuna["out_file"]]
         record["thresholds-optuna"] = side_stage(project, "optuna.yaml", optuna_params, argv, outs, args)
+    if not args.subset:  # --subset 0: no baseline epoch (it costs the same at every N)
+        return record
     subset = params | {
         "folds": params["folds"] | {"out_file": subset_folds(project, cfg, args.subset)},
         "train": params["train"] | {"models": ["baseline"], "out_dir": "data/processed/subset"},
@@ -265,8 +337,8 @@ def measure_size(n: int, root: Path, args: argparse.Namespace) -> dict:
 
 def measure_stage(project: Path, params_file: str, argv: list[str], outs: list[str], args) -> dict:
     """`mlic <argv>` with the project's `params_file`: its seconds, peak RSS (MB) and its outputs' MB."""
-    seconds, rss = run_stage(project, params_file, argv, args.in_process)
-    record = {"seconds": round(seconds, 2), "rss_mb": rss and round(rss, 1),
+    seconds, rss, anon = run_stage(project, params_file, argv, args.in_process)
+    record = {"seconds": round(seconds, 2), "rss_mb": rss and round(rss, 1), "anon_mb": anon and round(anon, 1),
               "disk_mb": round(disk_bytes(outs, project) / 2**20, 2)}  # fmt: skip
     print(f"scale: {project.name} {' '.join(argv)} ({params_file}): {record}", file=sys.stderr, flush=True)
     return record
@@ -283,7 +355,7 @@ def exponents(sizes: list[int], records: list[dict]) -> dict:
     fitted = {}
     for stage in records[0]:
         fitted[stage] = {}
-        for key in ("seconds", "rss_mb", "disk_mb"):
+        for key in ("seconds", "rss_mb", "anon_mb", "disk_mb"):
             values = [r[stage][key] if stage in r else None for r in records]
             ok = [(n, v) for n, v in zip(sizes, values, strict=True) if v]
             slope = np.polyfit(np.log([n for n, _ in ok]), np.log([v for _, v in ok]), 1)[0] if len(ok) > 1 else None
@@ -291,24 +363,74 @@ def exponents(sizes: list[int], records: list[dict]) -> dict:
     return fitted
 
 
+def markdown_table(result: dict) -> str:
+    """The README's table of a result: per stage, seconds / peak anonymous MB / output MB at each N, and exponents."""
+    sizes = result["sizes"]
+    head = ["stage", *(f"N = {n:,}: s / MB / disk MB" for n in sizes), "exponent: time, memory, disk"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(sizes) + 1)]
+    for stage, fitted in result["exponents"].items():
+        cells = []
+        for n in sizes:
+            r = result["stages"][str(n)].get(stage)
+            mem = r and (r.get("anon_mb") or r.get("rss_mb"))
+            cells.append("" if r is None else f"{r['seconds']:,.1f} / {mem or 0:,.0f} / {r['disk_mb']:,.1f}")
+        slopes = ", ".join("-" if fitted[k] is None else f"{fitted[k]:.2f}" for k in ("seconds", "anon_mb", "disk_mb"))
+        lines.append(f"| `{stage}` | " + " | ".join(cells) + f" | {slopes} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    if args.table:
+        print(markdown_table(json.loads(args.out.read_text())))
+        return {}
     sizes = sorted(args.sizes)
     full = args.cache / args.dataset / "data"
     started = time.perf_counter()
     (generate_imet if args.dataset == "imet" else generate_planet)(full, sizes[-1], args)
     generated = time.perf_counter() - started
-    records = [measure_size(n, limited_root(full, n, args.dataset), args) for n in sizes]
+    if args.generate_only:
+        return {"generate_seconds": round(generated, 1)}
     setup = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in ("out", "sizes")}
     setup |= {"cpu_count": os.cpu_count(), "generate_seconds": round(generated, 1),
-              "raw_data_mb": round(disk_bytes(["."], full) / 2**20, 1),
-              "self_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}  # fmt: skip
-    out = {"setup": setup, "sizes": sizes, "stages": dict(zip(map(str, sizes), records, strict=True)),
-           "exponents": exponents(sizes, records)}  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
+              "raw_data_mb": round(disk_bytes(["."], full) / 2**20, 1)}  # fmt: skip
+    done = earlier_sizes(args) if args.merge else {}
+    for n in sizes:  # written after each size: a run stopped at the largest keeps the smaller ones
+        done[str(n)] = done.get(str(n), {}) | measure_size(n, limited_root(full, n, args.dataset), args)
+        out = results(setup, done)
+        write_atomic(args.out, json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))
     return out
+
+
+def earlier_sizes(args: argparse.Namespace) -> dict:
+    """The per-size records of an earlier run's --out, when its setup matches this run's (--merge)."""
+    if not args.out.is_file():
+        return {}
+    earlier = json.loads(args.out.read_text())
+    keys = ("dataset", "test", "labels", "sides", "raw_side", "image_size", "crop_views", "crop_store", "subset")
+    mismatched = [k for k in keys if earlier["setup"].get(k) != getattr(args, k)]
+    if mismatched:
+        raise SystemExit(f"--merge: {args.out} ran with another {', '.join(mismatched)}; drop --merge or match it")
+    return earlier["stages"]
+
+
+def results(setup: dict, done: dict) -> dict:
+    """The JSON of the sizes measured so far, in increasing N, with their fitted exponents."""
+    sizes = sorted(map(int, done))
+    records = [done[str(n)] for n in sizes]
+    peak = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return {"setup": setup | {"self_peak_rss_mb": peak}, "sizes": sizes,
+            "stages": {str(n): r for n, r in zip(sizes, records, strict=True)},
+            "exponents": exponents(sizes, records)}  # fmt: skip
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """`text` to `path` through a temporary file beside it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,11 @@ def test_predict_averages_cached_views_per_row():
     probs = predict_loader(task, MeanOfImage(), loader, rt, [lambda x: x], cached_views=3)
     expected = (torch.sigmoid(torch.tensor(1.0)) + 2 * torch.sigmoid(torch.tensor(0.0))) / 3
     assert probs.shape == (2, 1) and np.isclose(probs[0, 0], expected) and np.isclose(probs[1, 0], 0.5)
+    noisy = np.random.default_rng(0).integers(0, 256, size=(7, 3, 4, 4, 3), dtype=np.uint8)
+    samples = CachedSamples({"image": noisy}, *expand_views(np.arange(7), 3))
+    per_sample = predict_loader(task, MeanOfImage(), DataLoader(samples, batch_size=5), rt, [lambda x: x])
+    streamed = predict_loader(task, MeanOfImage(), DataLoader(samples, batch_size=4), rt, [lambda x: x], 3)
+    assert np.array_equal(streamed, per_sample.reshape(7, 3, 1).mean(axis=1))  # batches split rows: same bytes
 
 
 def test_predict_cuts_the_crops_prepare_cached_whatever_the_file_order(sample_competition, tmp_path):

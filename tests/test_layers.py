@@ -9,7 +9,7 @@ directly or around a longer loop.
 | layer | units | what they are |
 |---|---|---|
 | 1a | `mlic`, hashing, studies | the package; content digests; Optuna storage (they import nothing of mlic) |
-| 1b | errors, io, progress | errors with their fix, atomic writes, progress bars |
+| 1b | errors, io, parallel, progress | errors with their fix, atomic writes, bounded thread maps, progress bars |
 | 1c | registry, deps | named registries; the import graph (pure `ast`) |
 | 1d | choices, search_space, schema | registry names of params strings; the `tune.space` language; the validator |
 | 1e | config | params.yaml as frozen dataclasses |
@@ -47,7 +47,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = tuple(
     (name, frozenset(qualified(u) for u in units.split()))
     for name, units in (
         ("1a", "mlic hashing studies"),
-        ("1b", "errors io progress"),
+        ("1b", "errors io parallel progress"),
         ("1c", "registry deps"),
         ("1d", "choices search_space schema"),
         ("1e", "config"),

@@ -128,6 +128,25 @@ def test_binarize_tops_up_short_rows_and_caps_long_ones():
     assert binarize(np.array([[0.3, 0.4]]), np.array([0.32, 0.9]), 1).tolist() == [[1, 0]]
 
 
+def test_binarize_top_up_and_cap_select_as_a_stable_sort_would_ties_included():
+    def by_sorting(probs, thresholds, min_labels, max_labels):  # the definition: rank rows by a stable argsort
+        pred = probs >= thresholds
+        counts = pred.sum(axis=1)
+        for rows, k in ((counts < min_labels, min_labels), ((counts > max_labels) & (max_labels > 0), max_labels)):
+            top = np.argsort(-(probs[rows] - thresholds), axis=1, kind="stable")[:, :k]
+            fill = np.zeros((int(rows.sum()), probs.shape[1]), dtype=bool)
+            np.put_along_axis(fill, top, True, axis=1)
+            pred[rows] = fill
+        return pred.astype(np.uint8)
+
+    rng = np.random.default_rng(0)
+    probs = (rng.integers(0, 6, size=(5000, 9)) / 5).astype(np.float32)  # six values: ties everywhere
+    thresholds = rng.choice([0.2, 0.6, 0.8, 1.0], size=9)
+    for min_labels, max_labels in ((1, 0), (2, 0), (3, 4), (0, 1), (0, 2), (9, 0), (12, 0)):
+        expected = by_sorting(probs, thresholds, min_labels, max_labels)
+        assert np.array_equal(binarize(probs, thresholds, min_labels, max_labels), expected), (min_labels, max_labels)
+
+
 def test_best_cut_is_the_brute_force_best_for_each_class(noisy):
     """With the other classes fixed, no threshold of one class beats the exact search's (all distinct cuts tried)."""
     labels, probs = noisy
@@ -237,3 +256,15 @@ def test_a_single_row_gives_no_nested_score(noisy):
     labels, probs = noisy
     report = nested_evaluation(probs[:1], labels[:1], np.zeros(1, int), ThresholdsConfig(), "global")
     assert report.nested == {} and report.per_fold == {} and report.in_sample["f2_samples"] > 0
+
+
+def test_shared_threshold_scores_in_blocks_are_the_bytes_of_one_pass(monkeypatch):
+    import mlic.thresholds as thresholds
+
+    rng = np.random.default_rng(1)
+    probs = rng.random((1000, 30)).astype(np.float32)
+    labels = (rng.random((1000, 30)) < 0.1).astype(np.uint8)
+    grid = threshold_grid(0.02)
+    one_pass = thresholds._row_scores(probs, labels, grid, 2.0, 1).mean(axis=0)
+    monkeypatch.setattr(thresholds, "_BLOCK_VALUES", 51 * 64)  # 16 blocks of 64 rows (51 grid bins), the last short
+    assert np.array_equal(shared_threshold_scores(probs, labels, grid, 2.0, 1), one_pass)

@@ -16,9 +16,11 @@ import shutil
 import socket
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 _HOST = f"{zlib.crc32(socket.gethostname().encode()):08x}"  # temp paths of other hosts sharing a folder stay
 _TEMP_NAME = re.compile(r"\.(?P<name>.+)\.(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]+)\.[^.]+\.tmp")
@@ -130,3 +132,37 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 def write_json(path: str | os.PathLike, data: Any) -> None:
     """Write indented, key-sorted JSON atomically (sorted keys keep outputs byte-identical across runs)."""
     write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def write_npy_rows(
+    files: Sequence[tuple[str | os.PathLike, np.dtype | type, tuple[int, ...]]], rows: Iterable[Sequence[np.ndarray]]
+) -> None:
+    """Write new .npy files row by row: the i-th item of `rows` gives row i of each file.
+
+    The rows are appended to plain files, not set in a memory map: the process's memory stays flat whatever the
+    number of rows, and the kernel may drop written pages at will. The files are the bytes `np.save` writes, and
+    each appears only once complete (`atomic_path`).
+
+    Args:
+        files: (path, dtype, shape) of each file; shape[0] is the number of rows.
+        rows: One array per file for each row, of that file's row shape (shape[1:]) and castable to its dtype.
+
+    Raises:
+        ValueError: If a row has the wrong shape, or `rows` yields another number of rows than the shapes say.
+    """
+    with contextlib.ExitStack() as stack:
+        outs = []
+        for path, dtype, shape in files:
+            out = stack.enter_context(open(stack.enter_context(atomic_path(path)), "wb"))  # closed before its rename
+            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
+            np.lib.format.write_array_header_1_0(out, header)
+            outs.append((out, np.dtype(dtype), tuple(shape[1:]), Path(path).name))
+        count = 0
+        for count, parts in enumerate(rows, 1):
+            for (out, dtype, row_shape, name), part in zip(outs, parts, strict=True):
+                if part.shape != row_shape:
+                    raise ValueError(f"row {count - 1} of {name}: shape {part.shape}, expected {row_shape}")
+                out.write(np.ascontiguousarray(part, dtype=dtype).tobytes())
+        expected = [shape[0] for _, _, shape in files]
+        if any(count != n for n in expected):
+            raise ValueError(f"{count} rows written, expected {expected}")

@@ -486,6 +486,17 @@ def load_ensemble(out_dir: str | Path) -> EnsemblePredictions:
     return ens
 
 
+def load_ensemble_test(out_dir: str | Path) -> np.ndarray:
+    """The `ensemble` stage's test probabilities alone, checked: what `submit` needs, without the (N, C) OOF."""
+    path = Path(out_dir) / TEST_FILE
+    if not path.is_file():
+        raise MlicError("no ensemble predictions", path=path, fix="run `dvc repro ensemble` (or `mlic ensemble`)")
+    test = np.load(path)
+    fix = "rerun the ensemble and what feeds it: `dvc repro -f ensemble` (its inputs are checked too)"
+    check_probabilities(test, path, "model ensemble, test (all folds)", fix)
+    return test
+
+
 def load_ensemble_weights(out_dir: str | Path) -> dict[str, float]:
     """Each model's weight in the blend, as the `ensemble` stage chose them."""
     return read_json(Path(out_dir) / WEIGHTS_FILE)

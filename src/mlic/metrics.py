@@ -89,10 +89,28 @@ def mean_average_precision(y_true: np.ndarray, probs: np.ndarray) -> float:
 
 def top_k_predictions(probs: np.ndarray, k: int = 3) -> np.ndarray:
     """Binary (N, C) predictions of each row's k highest-probability labels (ties: the lower class index)."""
-    top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
     pred = np.zeros(probs.shape, dtype=np.uint8)
-    np.put_along_axis(pred, top, 1, axis=1)
+    for start in range(0, len(probs), TOP_K_ROWS):  # O(C) a row (`top_k_mask`), not a sort; bounded temporaries
+        pred[start : start + TOP_K_ROWS] = top_k_mask(np.asarray(probs[start : start + TOP_K_ROWS]), k)
     return pred
+
+
+TOP_K_ROWS = 4096  # rows per block of `top_k_mask`: a few (rows, C) temporaries of 36 MB at iMet's 1,103 classes
+
+
+def top_k_mask(scores: np.ndarray, k: int) -> np.ndarray:
+    """(rows, C) bool: each row's k highest scores, ties to the lower column, as `argsort(-scores, stable)[:k]`."""
+    if k >= scores.shape[1]:
+        return np.ones(scores.shape, dtype=bool)
+    if k == 1:
+        mask = np.zeros(scores.shape, dtype=bool)
+        mask[np.arange(len(scores)), np.argmax(scores, axis=1)] = True  # argmax: the first of equal maxima
+        return mask
+    kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1 : k]  # each row's k-th highest score
+    above = scores > kth
+    ties = scores == kth
+    room = k - above.sum(axis=1, keepdims=True)  # how many of the tied scores still fit, lowest columns first
+    return above | (ties & (np.cumsum(ties, axis=1) <= room))
 
 
 def precision_recall_f1(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
@@ -111,7 +129,9 @@ def precision_recall_f1(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, flo
     }
 
 
-def summary_metrics(y_true: np.ndarray, probs: np.ndarray, y_pred: np.ndarray, beta: float = 2.0) -> dict[str, float]:
+def summary_metrics(
+    y_true: np.ndarray, probs: np.ndarray, y_pred: np.ndarray, beta: float = 2.0, ranking: dict | None = None
+) -> dict[str, float]:
     """Every headline metric of one set of predictions, rounded to 6 decimals.
 
     Args:
@@ -119,17 +139,29 @@ def summary_metrics(y_true: np.ndarray, probs: np.ndarray, y_pred: np.ndarray, b
         probs: (N, C) predicted probabilities, for mAP and the top-3 metrics.
         y_pred: Binary (N, C) thresholded predictions.
         beta: F-beta's beta for the sample-averaged score.
+        ranking: `ranking_metrics` of these rows, when the caller has them (None: computed here).
 
     Returns:
         `f{beta}_samples`, `map`, cp, cr, cf1, op, or, of1, f1_macro (thresholded), and `*_top3` of the seven
         threshold-free counterparts (the top-3 labels of each row), with `f{beta}_samples_top3`.
     """
-    top3 = top_k_predictions(probs, 3)
-    out = {f"f{beta:g}_samples": fbeta_samples(y_true, y_pred, beta), "map": mean_average_precision(y_true, probs)}
+    ranked = ranking_metrics(y_true, probs, beta) if ranking is None else ranking
+    out = {f"f{beta:g}_samples": fbeta_samples(y_true, y_pred, beta), "map": ranked["map"]}
     out.update(precision_recall_f1(y_true, y_pred))
-    out[f"f{beta:g}_samples_top3"] = fbeta_samples(y_true, top3, beta)
-    out.update({f"{k}_top3": v for k, v in precision_recall_f1(y_true, top3).items()})
+    out.update({k: v for k, v in ranked.items() if k != "map"})
     return {k: round(float(v), 6) for k, v in out.items()}
+
+
+def ranking_metrics(y_true: np.ndarray, probs: np.ndarray, beta: float = 2.0) -> dict[str, float]:
+    """The threshold-free part of `summary_metrics`: mAP, and the scores of each row's top-3 labels.
+
+    They take a sort per class, the most of `summary_metrics`' time; a caller that scores several sets of
+    thresholds on the same rows computes them once and passes them as its `ranking`.
+    """
+    top3 = top_k_predictions(probs, 3)
+    out = {"map": mean_average_precision(y_true, probs), f"f{beta:g}_samples_top3": fbeta_samples(y_true, top3, beta)}
+    out.update({f"{k}_top3": v for k, v in precision_recall_f1(y_true, top3).items()})
+    return out
 
 
 def per_class_table(

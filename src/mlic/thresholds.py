@@ -13,7 +13,7 @@ import numpy as np
 
 from mlic.errors import MlicError
 from mlic.layout import read_json
-from mlic.metrics import fbeta_from_counts, fbeta_samples
+from mlic.metrics import TOP_K_ROWS, fbeta_from_counts, fbeta_samples, top_k_mask
 
 
 def binarize(probs: np.ndarray, thresholds: np.ndarray | float, min_labels: int = 1, max_labels: int = 0) -> np.ndarray:
@@ -42,13 +42,15 @@ def binarize(probs: np.ndarray, thresholds: np.ndarray | float, min_labels: int 
 
 
 def _keep_top(pred: np.ndarray, probs: np.ndarray, thresholds: np.ndarray, rows: np.ndarray, k: int) -> None:
-    """Set the selected rows of `pred` to exactly their k labels of highest margin `prob - threshold`, in place."""
-    if not rows.any():
-        return
-    top = np.argsort(-(probs[rows] - thresholds), axis=1, kind="stable")[:, :k]
-    fill = np.zeros((int(rows.sum()), pred.shape[1]), dtype=bool)
-    np.put_along_axis(fill, top, True, axis=1)
-    pred[rows] = fill
+    """Set the selected rows of `pred` to exactly their k labels of highest margin `prob - threshold`, in place.
+
+    Ties go to the lower class index (the order of a stable sort). The selection runs in blocks of rows in O(C)
+    per row (`top_k_mask`), not a sort of every row: at a high cut nearly every row is short of labels.
+    """
+    selected = np.flatnonzero(rows)
+    for start in range(0, len(selected), TOP_K_ROWS):
+        block = selected[start : start + TOP_K_ROWS]
+        pred[block] = top_k_mask(np.asarray(probs[block], dtype=np.float64) - thresholds, k)
 
 
 def threshold_grid(step: float) -> np.ndarray:
@@ -63,8 +65,24 @@ def shared_threshold_scores(
 
     Each probability falls in a grid bin; per row, a bincount of the bins of all labels and of the true ones,
     summed from the top, gives the predicted and true-positive counts at every grid value at once. A row with
-    nothing predicted scores as its top class alone when `min_labels` is 1.
+    nothing predicted scores as its top class alone when `min_labels` is 1. Rows go in blocks of about
+    `_BLOCK_VALUES` values (probabilities, or per-row counts at every grid value, whichever a row has more of),
+    so the temporaries stay small whatever N is; the row scores are summed in row order, as `mean` over all of
+    them would.
     """
+    total = np.zeros(len(grid))
+    step = max(1, _BLOCK_VALUES // max(probs.shape[1], len(grid) + 1))  # (rows, classes) and (rows, grid) arrays
+    for start in range(0, len(probs), step):
+        rows = _row_scores(probs[start : start + step], labels[start : start + step], grid, beta, min_labels)
+        total = np.concatenate([total[None], rows]).sum(axis=0)  # one sum from the running total: row order
+    return total / len(probs)
+
+
+_BLOCK_VALUES = 1 << 22  # values per block of `shared_threshold_scores`: 32 MB for each int64 or float64 temporary
+
+
+def _row_scores(probs: np.ndarray, labels: np.ndarray, grid: np.ndarray, beta: float, min_labels: int) -> np.ndarray:
+    """(rows, len(grid)) sample F-beta of each row at every shared threshold (`shared_threshold_scores`)."""
     n, n_bins = len(probs), len(grid) + 1
     bins = np.searchsorted(grid, probs, side="right")  # p >= grid[j] exactly when j < bins
     index = (np.arange(n)[:, None] * n_bins + bins).ravel()
@@ -78,7 +96,7 @@ def shared_threshold_scores(
         top_true = labels[np.arange(n), probs.argmax(axis=1)].astype(np.int64)[:, None]
         top_only = fbeta_from_counts(top_true, 1 - top_true, positives - top_true, beta)
         scores = np.where(predicted == 0, top_only, scores)
-    return scores.mean(axis=0)
+    return scores
 
 
 def best_global_threshold(

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import zlib
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -17,7 +15,8 @@ from PIL import Image
 from mlic.config import PrepareConfig
 from mlic.data.stats import mean_std
 from mlic.errors import DataProblems, MlicError
-from mlic.io import atomic_path
+from mlic.io import write_npy_rows
+from mlic.parallel import ordered_map
 from mlic.progress import track
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -191,8 +190,9 @@ def build_image_cache(
 ) -> None:
     """Decode every image once into one (N, 1 + crops, size, size, 3) uint8 .npy file, readable with mmap.
 
-    The array is filled in place on disk, so memory stays bounded whatever N is, and the file appears only
-    once complete. Decoding runs in threads (OpenCV releases the GIL). Crop positions come from `crop_rng`
+    The rows are appended to the file as they are decoded (`write_npy_rows`), a few images ahead at most
+    (`ordered_map`), so memory stays flat whatever N is, and the file appears only once complete. Decoding runs
+    in threads (OpenCV releases the GIL). Crop positions come from `crop_rng`
     (the seed and the file name), so they do not depend on the order or parallelism of the build, and
     `mlic predict` cuts the same crops of the same file.
 
@@ -207,15 +207,9 @@ def build_image_cache(
         seed: Seed of the crop positions.
         max_pixels: Refuse (MlicError) an image of more pixels, from its header, before decoding it.
     """
-    with atomic_path(out_path) as tmp:
-        shape = (len(paths), 1 + crops, size, size, 3)
-        cache = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            images = pool.map(lambda path: file_views(path, size, crops, crop_scale, seed, max_pixels), paths)
-            for i, image in enumerate(track(images, desc, len(paths), unit="img", mininterval=1.0)):
-                cache[i] = image
-        cache.flush()
-        del cache
+    shape = (len(paths), 1 + crops, size, size, 3)
+    views = ordered_map(lambda path: (file_views(path, size, crops, crop_scale, seed, max_pixels),), paths, workers)
+    write_npy_rows([(out_path, np.uint8, shape)], track(views, desc, len(paths), unit="img", mininterval=1.0))
 
 
 def build_crop_source_cache(
@@ -239,18 +233,9 @@ def build_crop_source_cache(
     """
     source_side = max(size, round(size / crop_scale))
     shapes = ((len(paths), size, size, 3), (len(paths), source_side, source_side, 3), (len(paths), crops, 2))
-    with contextlib.ExitStack() as stack:
-        tmps = [stack.enter_context(atomic_path(path)) for path in out_paths]
-        arrays = [np.lib.format.open_memmap(tmp, "w+", dtype, shape)
-                  for tmp, dtype, shape in zip(tmps, (np.uint8, np.uint8, np.int32), shapes, strict=True)]  # fmt: skip
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            made = pool.map(lambda path: file_crop_source(path, size, crops, crop_scale, seed, max_pixels), paths)
-            for i, parts in enumerate(track(made, desc, len(paths), unit="img", mininterval=1.0)):
-                for array, part in zip(arrays, parts, strict=True):
-                    array[i] = part
-        for array in arrays:
-            array.flush()
-        del arrays
+    files = zip(out_paths, (np.uint8, np.uint8, np.int32), shapes, strict=True)
+    made = ordered_map(lambda path: file_crop_source(path, size, crops, crop_scale, seed, max_pixels), paths, workers)
+    write_npy_rows(list(files), track(made, desc, len(paths), unit="img", mininterval=1.0))
 
 
 def open_image_cache(path: str | os.PathLike) -> np.ndarray:
@@ -283,10 +268,9 @@ def scan_images(
     paths: Sequence[Path], decode: bool, workers: int, desc: str, max_pixels: int = MAX_PIXELS
 ) -> dict[int, str]:
     """Problems of many images (see `image_problem`), checked in parallel threads: {row index: problem}."""
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(lambda p: image_problem(p, decode, max_pixels), paths)
-        found = track(results, desc, len(paths), unit="img", mininterval=1.0, disable=len(paths) < 1000)
-        return {i: problem for i, problem in enumerate(found) if problem}
+    results = ordered_map(lambda p: image_problem(p, decode, max_pixels), paths, workers)
+    found = track(results, desc, len(paths), unit="img", mininterval=1.0, disable=len(paths) < 1000)
+    return {i: problem for i, problem in enumerate(found) if problem}
 
 
 def collect_images(inputs: Sequence[str | Path]) -> list[Path]:

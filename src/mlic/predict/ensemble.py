@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mlic.config import EnsembleConfig, ThresholdsConfig
+from mlic.data.folds import assign_folds
 from mlic.errors import invalid
 from mlic.metrics import fbeta_per_row
 from mlic.registry import Registry
@@ -335,8 +336,6 @@ def blend_parts(folds: np.ndarray, labels: np.ndarray, cfg: ThresholdsConfig) ->
     multilabel-stratified parts seeded by `thresholds.seed`), so both stages nest on the same rows. None: too few
     rows to split.
     """
-    from mlic.data.folds import assign_folds  # iterstrat (sklearn) loads only when a split is needed
-
     if len(np.unique(folds)) > 1:
         return np.asarray(folds)
     n_splits = min(cfg.nested_splits, len(folds))

@@ -28,8 +28,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from mlic.config import ThresholdsConfig
+from mlic.data.folds import assign_folds
 from mlic.errors import MlicError, invalid
-from mlic.metrics import confusion_counts, fbeta_from_counts, fbeta_per_row, fbeta_samples, summary_metrics
+from mlic.metrics import (
+    confusion_counts,
+    fbeta_from_counts,
+    fbeta_per_row,
+    fbeta_samples,
+    ranking_metrics,
+    summary_metrics,
+)
 from mlic.progress import track
 from mlic.registry import Registry
 from mlic.studies import create_study_storage
@@ -222,8 +230,6 @@ def nested_parts(folds: np.ndarray, labels: np.ndarray, cfg: ThresholdsConfig) -
     One trained fold (`train.folds: [0]`) leaves no other fold to fit on, so its rows are split into
     `cfg.nested_splits` multilabel-stratified parts, seeded by `cfg.seed`. None: too few rows to split.
     """
-    from mlic.data.folds import assign_folds  # iterstrat (sklearn) loads only when a split is needed
-
     if len(np.unique(folds)) > 1:
         return folds
     n_splits = min(cfg.nested_splits, len(folds))
@@ -313,21 +319,38 @@ class MethodReport:
 
 
 def method_report(
-    nested: NestedFit, probs: np.ndarray, labels: np.ndarray, cfg: ThresholdsConfig, shrink: float
+    nested: NestedFit,
+    probs: np.ndarray,
+    labels: np.ndarray,
+    cfg: ThresholdsConfig,
+    shrink: float,
+    ranking: dict[bytes, dict] | None = None,
 ) -> MethodReport:
-    """In-sample scores of the all-rows fit at `shrink`, and nested ones: overall and per held-out part."""
+    """In-sample scores of the all-rows fit at `shrink`, and nested ones: overall and per held-out part.
+
+    `ranking` caches the threshold-free metrics (`ranking_metrics`) of all rows and of each part, which every
+    method shares: pass one dict to the reports of every method on the same probabilities.
+    """
+    ranking = {} if ranking is None else ranking
+
+    def scores(rows: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+        key = np.packbits(rows).tobytes()  # the rows themselves: methods with other parts never share an entry
+        y, p = (labels, probs) if rows.all() else (labels[rows], probs[rows])  # all rows: no copy
+        if key not in ranking:
+            ranking[key] = ranking_metrics(y, p, cfg.beta)
+        return summary_metrics(y, p, pred, cfg.beta, ranking[key])
+
     thresholds = nested.fitted[shrink]
-    pred = binarize(probs, thresholds, cfg.min_labels, cfg.max_labels)
-    in_sample = summary_metrics(labels, probs, pred, cfg.beta)
+    every = np.ones(len(probs), dtype=bool)
+    in_sample = scores(every, binarize(probs, thresholds, cfg.min_labels, cfg.max_labels))
     if nested.parts is None:
         return MethodReport(thresholds, in_sample, {}, {}, nested.seconds, shrink)
     held = held_out_predictions(nested, probs, cfg, shrink)
     per_fold = {}
     for part in nested.held_out[shrink]:
         rows = nested.parts == part
-        per_fold[str(part)] = summary_metrics(labels[rows], probs[rows], held[rows], cfg.beta)
-    return MethodReport(thresholds, in_sample, summary_metrics(labels, probs, held, cfg.beta), per_fold,
-                        nested.seconds, shrink)  # fmt: skip
+        per_fold[str(part)] = scores(rows, held[rows])
+    return MethodReport(thresholds, in_sample, scores(every, held), per_fold, nested.seconds, shrink)
 
 
 def nested_evaluation(
@@ -531,7 +554,8 @@ def fit_and_compare(probs: np.ndarray, labels: np.ndarray, folds: np.ndarray, cf
     shrinks = tuple(dict.fromkeys([cfg.shrink, *auto_shrinks(cfg)] if auto else [cfg.shrink]))
     cache = FitCache.of(probs, labels, cfg)
     fits = {m: fit_nested(cache, parts, m, shrinks) for m in methods}
-    reports = {m: method_report(f, probs, labels, cfg, cfg.shrink) for m, f in fits.items()}
+    ranking: dict[bytes, dict] = {}  # the threshold-free metrics, the same for every method: computed once
+    reports = {m: method_report(f, probs, labels, cfg, cfg.shrink, ranking) for m, f in fits.items()}
     if not auto:
         return ThresholdFit(reports, cfg.method, cfg.method, cfg.shrink, f"thresholds.method is {cfg.method}", None)
     rows = candidate_rows(fits, probs, labels, cfg)
@@ -539,5 +563,5 @@ def fit_and_compare(probs: np.ndarray, labels: np.ndarray, folds: np.ndarray, cf
     if choice.method != BASELINE:
         procedure = score_procedure(cache, parts, methods, rows[BASELINE][0.0])
         choice = confirm_out_of_sample(choice, procedure, cfg)
-    reports[AUTO] = method_report(fits[choice.method], probs, labels, cfg, choice.shrink)
+    reports[AUTO] = method_report(fits[choice.method], probs, labels, cfg, choice.shrink, ranking)
     return ThresholdFit(reports, AUTO, choice.method, choice.shrink, choice.reason, choice)

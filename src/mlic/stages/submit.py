@@ -5,14 +5,14 @@ from __future__ import annotations
 from mlic.config import Config
 from mlic.data.competitions import get_competition
 from mlic.data.labels import decode_labels
-from mlic.layout import load_ensemble, load_prepared, save_submit_predictions
+from mlic.layout import load_ensemble_test, load_prepared, save_submit_predictions
 from mlic.thresholds import binarize, load_thresholds
 
 
 def main(cfg: Config) -> None:
     """Write `submit.out_file` and the ensembled test probabilities beside the config."""
     prep = load_prepared(cfg.prepare.out_dir)
-    probs = load_ensemble(cfg.ensemble.out_dir).test
+    probs = load_ensemble_test(cfg.ensemble.out_dir)
     thresholds = load_thresholds(cfg.thresholds.out_file, prep.classes)
     pred = binarize(probs, thresholds, cfg.thresholds.min_labels, cfg.thresholds.max_labels)
     save_submit_predictions(cfg.submit.predictions_dir, prep.test_ids, prep.classes, probs, cfg)
