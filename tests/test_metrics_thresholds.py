@@ -268,3 +268,13 @@ def test_shared_threshold_scores_in_blocks_are_the_bytes_of_one_pass(monkeypatch
     one_pass = thresholds._row_scores(probs, labels, grid, 2.0, 1).mean(axis=0)
     monkeypatch.setattr(thresholds, "_BLOCK_VALUES", 51 * 64)  # 16 blocks of 64 rows (51 grid bins), the last short
     assert np.array_equal(shared_threshold_scores(probs, labels, grid, 2.0, 1), one_pass)
+
+
+def test_average_precision_hardly_depends_on_its_column_chunk():
+    rng = np.random.default_rng(3)
+    probs = (rng.random((3000, 37)) * 40).round().astype(np.float32) / 40  # ties within every column
+    labels = (rng.random((3000, 37)) < 0.05).astype(np.uint8)
+    by_default = average_precision_per_class(labels, probs)  # 3,000 rows: chunks of 174 columns, all 37 at once
+    assert np.isnan(by_default).sum() == (labels.sum(0) == 0).sum()
+    for chunk in (1, 2, 8, 9, 64):  # the order of a float sum may change with the chunk's width: the last bit
+        np.testing.assert_allclose(average_precision_per_class(labels, probs, chunk), by_default, rtol=1e-14)
