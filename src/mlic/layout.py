@@ -478,12 +478,13 @@ def load_ensemble(out_dir: str | Path) -> EnsemblePredictions:
     if not (out_dir / OOF_FILE).is_file():
         raise MlicError("no ensemble predictions", path=out_dir, fix="run `dvc repro ensemble` (or `mlic ensemble`)")
     with np.load(out_dir / OOF_FILE) as oof:
-        ens = EnsemblePredictions(oof["rows"], oof["folds"], oof["probs"], np.load(out_dir / TEST_FILE))
-    fix = "rerun the ensemble and what feeds it: `dvc repro -f ensemble` (its inputs are checked too)"
-    names = [f"training row {r} (fold {f})" for r, f in zip(ens.rows, ens.folds, strict=True)]
-    check_probabilities(ens.oof, out_dir / OOF_FILE, "model ensemble, out-of-fold", fix, names)
-    check_probabilities(ens.test, out_dir / TEST_FILE, "model ensemble, test (all folds)", fix)
-    return ens
+        rows, folds, probs = oof["rows"], oof["folds"], oof["probs"]
+    names = [f"training row {r} (fold {f})" for r, f in zip(rows, folds, strict=True)]
+    check_probabilities(probs, out_dir / OOF_FILE, "model ensemble, out-of-fold", ENSEMBLE_FIX, names)
+    return EnsemblePredictions(rows, folds, probs, load_ensemble_test(out_dir))
+
+
+ENSEMBLE_FIX = "rerun the ensemble and what feeds it: `dvc repro -f ensemble` (its inputs are checked too)"
 
 
 def load_ensemble_test(out_dir: str | Path) -> np.ndarray:
@@ -492,8 +493,7 @@ def load_ensemble_test(out_dir: str | Path) -> np.ndarray:
     if not path.is_file():
         raise MlicError("no ensemble predictions", path=path, fix="run `dvc repro ensemble` (or `mlic ensemble`)")
     test = np.load(path)
-    fix = "rerun the ensemble and what feeds it: `dvc repro -f ensemble` (its inputs are checked too)"
-    check_probabilities(test, path, "model ensemble, test (all folds)", fix)
+    check_probabilities(test, path, "model ensemble, test (all folds)", ENSEMBLE_FIX)
     return test
 
 
